@@ -1,0 +1,1 @@
+"""SMS gateway with a shared customer inbox."""

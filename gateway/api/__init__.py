@@ -1,0 +1,11 @@
+"""The inbox REST API under /api/v1: JSON, bearer tokens, cursor pagination."""
+
+from __future__ import annotations
+
+
+def init_app(app) -> None:
+    from gateway.api import auth, conversations, events
+
+    auth.init_app(app)
+    for module in (conversations, events):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,59 @@
+"""The gateway's own message values: what every carrier module turns its requests into.
+
+Everything after the webhook speaks only these types, so a second carrier is one module
+in `gateway/carriers/` and one table of test cases. Nothing here knows any carrier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class InvalidWebhook(ValueError):
+    """A carrier request we refuse: `field` names what is wrong, for a precise 400."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    url: str
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    carrier_kind: str
+    account_id: str
+    carrier_message_id: str
+    from_number: str
+    to_number: str
+    body: str = ""
+    media: tuple[MediaItem, ...] = ()
+    channel: str = "sms"
+    messaging_service_id: str | None = None
+    segments: int = 1
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> InboundMessage:
+        values = dict(payload)
+        values["media"] = tuple(MediaItem(**m) for m in values.get("media", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    carrier_kind: str
+    account_id: str
+    carrier_message_id: str
+    status: str
+    carrier_status: str
+    error_code: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)

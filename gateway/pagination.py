@@ -1,0 +1,42 @@
+"""Opaque cursors: the sort key of the last row seen, base64url-encoded JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class CursorError(ValueError):
+    pass
+
+
+def encode_cursor(*key) -> str:
+    raw = json.dumps(list(key), separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise CursorError("cursor is not one this API issued") from None
+    if not isinstance(key, list) or len(key) != arity:
+        raise CursorError("cursor is not one this API issued")
+    return key
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise CursorError(f"limit must be a whole number from 1 to {MAX_LIMIT}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise CursorError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return limit

@@ -1,0 +1,1 @@
+"""Pure routing rules; see README.md in this folder."""

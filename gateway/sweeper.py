@@ -1,0 +1,67 @@
+"""The sweeper: nothing stored is left behind.
+
+Every few seconds it (1) enqueues stored inbound events that no worker has taken, because
+the broker was down when the webhook came or Redis lost the message, and (2) runs the
+broker's maintenance, which gives a dead worker's unacknowledged messages back to their
+queue. Both are safe to repeat: processing is idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from gateway.broker import INBOUND_QUEUE, build_broker, run_maintenance
+from gateway.inbound import PROCESS_INBOUND_ACTOR, find_unenqueued_events, mark_not_enqueued
+from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 2.0
+# The webhook enqueues right after its commit; give it this long before stepping in.
+DEFAULT_GRACE = dt.timedelta(seconds=2)
+# Enqueued but not processed for this long: assume the broker lost it.
+DEFAULT_STALE_AFTER = dt.timedelta(minutes=5)
+
+
+class Sweeper:
+    def __init__(self, runtime: Runtime, *, grace=DEFAULT_GRACE, stale_after=DEFAULT_STALE_AFTER):
+        self.runtime = runtime
+        self.grace, self.stale_after = grace, stale_after
+        self._maintenance_broker = None
+
+    def sweep_once(self) -> int:
+        """One pass; returns how many events it enqueued."""
+        enqueued = 0
+        for event_id in find_unenqueued_events(
+            self.runtime.sessions, grace=self.grace, stale_after=self.stale_after
+        ):
+            if self.runtime.enqueue(INBOUND_QUEUE, PROCESS_INBOUND_ACTOR, event_id):
+                enqueued += 1
+            else:
+                mark_not_enqueued(self.runtime.sessions, event_id)
+                break  # the broker is down: the next pass tries again
+        if enqueued:
+            log.info("sweeper re-enqueued stored events", extra={"count": enqueued})
+        self._maintain_broker()
+        return enqueued
+
+    def _maintain_broker(self) -> None:
+        if self._maintenance_broker is None:
+            self._maintenance_broker = build_broker(
+                self.runtime.redis_url, always_maintain=True, middleware=[]
+            )
+        try:
+            run_maintenance(self._maintenance_broker)
+        except Exception:
+            log.warning("broker maintenance failed; will retry", exc_info=True)
+
+    def run_forever(self, stop: threading.Event, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        log.info("sweeper started", extra={"interval_s": interval_s})
+        while not stop.is_set():
+            try:
+                self.sweep_once()
+            except Exception:
+                log.exception("sweep failed; will retry")
+            stop.wait(interval_s)

@@ -1,0 +1,22 @@
+"""dramatiq actors: `dramatiq gateway.workers` (or `gateway worker`) runs them.
+
+Importing this package sets up the broker from the environment (REDIS_URL, or the
+embedded Redis) because dramatiq's CLI imports it to find the actors. Actors take only
+JSON scalars (ids) and read everything else from the database.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from gateway.broker import build_broker
+from gateway.logs import configure_logging
+from gateway.runtime import get_runtime
+from gateway.workers.middleware import WorkerHeartbeat, default_middleware
+
+configure_logging()
+broker = build_broker(get_runtime().redis_url, middleware=default_middleware())
+broker.add_middleware(WorkerHeartbeat())
+dramatiq.set_broker(broker)
+
+from gateway.workers import inbound  # noqa: E402,F401  (declares actors on the broker)
