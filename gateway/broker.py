@@ -22,6 +22,7 @@ EMBEDDED_REDIS_FILE = "var/redis.db"
 BROKER_SOCKET_TIMEOUTS = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0}
 
 INBOUND_QUEUE = "inbound"
+# Every queue a worker consumes: the sweeper runs broker maintenance on each of them.
 QUEUES = (INBOUND_QUEUE,)
 
 _embedded = None  # keeps the embedded server alive for the life of this process
