@@ -153,7 +153,7 @@ def _find_or_open_conversation(session: Session, business_number, contact: Conta
         )
     )
     if not is_sqlite(session):
-        open_thread = open_thread.with_for_update()
+        open_thread = open_thread.with_for_update(of=Conversation)
     conversation = session.execute(open_thread).scalar_one_or_none()
     if conversation is not None:
         return conversation

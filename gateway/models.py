@@ -266,7 +266,7 @@ class Conversation(Base):
     created_at: Mapped[created]
     closed_at: Mapped[dt.datetime | None]
 
-    contact: Mapped[Contact] = relationship(lazy="joined")
+    contact: Mapped[Contact] = relationship(lazy="joined", innerjoin=True)
     folder: Mapped[Folder | None] = relationship(lazy="joined")
 
 
