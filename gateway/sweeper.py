@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 
-from gateway.broker import INBOUND_QUEUE, build_broker, run_maintenance
+from gateway.broker import DEFAULT_HEARTBEAT_TIMEOUT_MS, INBOUND_QUEUE, build_broker, run_maintenance
 from gateway.inbound import PROCESS_INBOUND_ACTOR, find_unenqueued_events, mark_not_enqueued
 from gateway.runtime import Runtime
 
@@ -26,9 +26,17 @@ DEFAULT_STALE_AFTER = dt.timedelta(minutes=5)
 
 
 class Sweeper:
-    def __init__(self, runtime: Runtime, *, grace=DEFAULT_GRACE, stale_after=DEFAULT_STALE_AFTER):
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        grace=DEFAULT_GRACE,
+        stale_after=DEFAULT_STALE_AFTER,
+        heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS,
+    ):
         self.runtime = runtime
         self.grace, self.stale_after = grace, stale_after
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self._maintenance_broker = None
 
     def sweep_once(self) -> int:
@@ -50,7 +58,10 @@ class Sweeper:
     def _maintain_broker(self) -> None:
         if self._maintenance_broker is None:
             self._maintenance_broker = build_broker(
-                self.runtime.redis_url, always_maintain=True, middleware=[]
+                self.runtime.redis_url,
+                heartbeat_timeout_ms=self.heartbeat_timeout_ms,
+                always_maintain=True,
+                middleware=[],
             )
         try:
             run_maintenance(self._maintenance_broker)
