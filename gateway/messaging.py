@@ -57,3 +57,26 @@ class StatusUpdate:
     carrier_status: str
     error_code: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One text to send: the final body (appended message included) and its media."""
+
+    message_id: int
+    from_number: str
+    to_number: str
+    body: str
+    media_urls: tuple[str, ...] = ()
+    status_callback: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the carrier answered when it took a message (or what a lookup found)."""
+
+    carrier_message_id: str
+    status: str               # the gateway's own status word (queued, sent, ...)
+    carrier_status: str = ""
+    error_code: str | None = None
+    error_message: str | None = None

@@ -67,6 +67,7 @@ class CarrierSettings(_Section):
     account_sid: str
     auth_token: SecretStr
     api_base: str | None = None
+    send_timeout_seconds: float = Field(default=10, gt=0)  # waiting for the carrier's answer to a send
     media_hosts: list[str] | None = None
     delete_media_after_store: bool = False
 

@@ -1,4 +1,4 @@
-"""Twilio: webhook signatures, inbound SMS/MMS bodies and status callbacks.
+"""Twilio: webhook signatures, inbound SMS/MMS bodies, status callbacks and sending.
 
 A real inbound body, as Twilio posts it (form-encoded; NumMedia=2 for an MMS)::
 
@@ -18,11 +18,26 @@ form fields, keyed with the account's auth token), checked with twilio's own
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import threading
 from collections.abc import Mapping
 
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
+from twilio.rest import Client
 
-from gateway.messaging import InboundMessage, InvalidWebhook, MediaItem, StatusUpdate
+from gateway.carriers.errors import SendError
+from gateway.messaging import (
+    InboundMessage,
+    InvalidWebhook,
+    MediaItem,
+    OutboundMessage,
+    SendResult,
+    StatusUpdate,
+)
 
 KIND = "twilio"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -137,3 +152,145 @@ def _int_field(form: Mapping, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise InvalidWebhook(name, f"field '{name}' must be a whole number") from None
+
+
+# --- sending ---------------------------------------------------------------------------
+
+TWILIO_API_BASE = "https://api.twilio.com"
+DEFAULT_CONNECT_TIMEOUT_S = 3.0
+DEFAULT_READ_TIMEOUT_S = 10.0
+
+# twilio's client logs every request at INFO; keep it to warnings.
+_quiet_logger = logging.getLogger("gateway.carriers.twilio.http")
+_quiet_logger.setLevel(logging.WARNING)
+
+
+class ApiBaseHttpClient(TwilioHttpClient):
+    """twilio's own HTTP client, pointed at `api_base` (a stand-in in tests) with
+    explicit (connect, read) timeouts: a hung carrier must never hang a worker."""
+
+    def __init__(self, api_base: str | None, connect_timeout: float, read_timeout: float):
+        super().__init__(logger=_quiet_logger)
+        self.api_base = (api_base or TWILIO_API_BASE).rstrip("/")
+        self.timeouts = (connect_timeout, read_timeout)
+
+    def request(self, method, url, params=None, data=None, headers=None, auth=None,
+                timeout=None, allow_redirects=False):
+        if url.startswith(TWILIO_API_BASE):
+            url = self.api_base + url[len(TWILIO_API_BASE):]
+        self.timeout = self.timeouts  # requests takes the pair; twilio passes it through
+        return super().request(method, url, params=params, data=data, headers=headers, auth=auth,
+                               timeout=None, allow_redirects=allow_redirects)
+
+
+_clients: dict[tuple, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def rest_client(carrier) -> Client:
+    """One client (and connection pool) per carrier account and process."""
+    timeout = getattr(carrier, "send_timeout_seconds", None) or DEFAULT_READ_TIMEOUT_S
+    token = carrier.auth_token.get_secret_value()
+    key = (carrier.account_sid, token, carrier.api_base, timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            http = ApiBaseHttpClient(carrier.api_base, DEFAULT_CONNECT_TIMEOUT_S, timeout)
+            client = Client(carrier.account_sid, token, http_client=http)
+            _clients[key] = client
+        return client
+
+
+def send(message: OutboundMessage, carrier) -> SendResult:
+    """Create the message at Twilio; raises SendError saying whether a retry is safe."""
+    params = {"to": message.to_number, "from_": message.from_number, "body": message.body}
+    if message.media_urls:
+        params["media_url"] = list(message.media_urls)
+    if message.status_callback:
+        params["status_callback"] = message.status_callback
+    with _send_errors():
+        created = rest_client(carrier).messages.create(**params)
+    return _result(created)
+
+
+def lookup(carrier_message_id: str, carrier) -> SendResult | None:
+    """The message as Twilio has it now, or None when Twilio does not know the SID."""
+    try:
+        with _send_errors():
+            return _result(rest_client(carrier).messages(carrier_message_id).fetch())
+    except SendError as exc:
+        if exc.code == ERROR_NOT_FOUND:
+            return None
+        raise
+
+
+def find_sent(message: OutboundMessage, since: dt.datetime, carrier) -> SendResult | None:
+    """A message Twilio took for `message` since `since`, when our answer was lost.
+
+    Twilio has no client reference on a message, so the match is the same sender,
+    recipient and exact body created after the attempt began.
+    """
+    with _send_errors():
+        found = rest_client(carrier).messages.list(
+            to=message.to_number, from_=message.from_number,
+            date_sent_after=since - dt.timedelta(seconds=1), limit=50,
+        )
+    for candidate in found:
+        if (candidate.body or "") == message.body:
+            return _result(candidate)
+    return None
+
+
+ERROR_NOT_FOUND = "20404"
+
+
+def _result(resource) -> SendResult:
+    carrier_status = (resource.status or "").lower()
+    return SendResult(
+        carrier_message_id=resource.sid,
+        status=STATUS_MAP.get(carrier_status, "unknown"),
+        carrier_status=carrier_status,
+        error_code=str(resource.error_code) if resource.error_code else None,
+        error_message=resource.error_message,
+    )
+
+
+class _send_errors:
+    """Turns what the twilio client raises into SendError (see gateway/carriers/errors.py)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, SendError):
+            return False
+        if isinstance(exc, TwilioRestException):
+            code = str(exc.code) if exc.code else None
+            text = _rest_error_text(exc)
+            if code == ERROR_OPTED_OUT:
+                raise SendError(False, code, text, opted_out=True) from exc
+            retryable = exc.status == 429 or exc.status >= 500
+            raise SendError(retryable, code or str(exc.status), text) from exc
+        if isinstance(exc, requests.exceptions.ConnectTimeout) or _never_connected(exc):
+            raise SendError(True, None, f"could not connect to Twilio: {type(exc).__name__}") from exc
+        if isinstance(exc, requests.RequestException):
+            # The request may have gone out; only a lookup can tell.
+            raise SendError(False, None, f"no answer from Twilio: {type(exc).__name__}",
+                            unknown_outcome=True) from exc
+        return False
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """A refused or unresolvable connection: nothing was sent."""
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, NewConnectionError | NameResolutionError)
+
+
+def _rest_error_text(exc: TwilioRestException) -> str:
+    # TwilioRestException's str() is a multi-line, coloured report; keep Twilio's message.
+    return (exc.msg or f"HTTP {exc.status}").strip()
