@@ -293,6 +293,9 @@ class Message(Base):
     error_code: Mapped[str | None] = mapped_column(String(16))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created]
+    # Set once everyone to tell about this text has been told (gateway/notifications.py);
+    # the sweeper redoes inbound messages still without it.
+    notified_at: Mapped[dt.datetime | None] = mapped_column(index=True)
 
     attachments: Mapped[list[Attachment]] = relationship(
         lazy="selectin", order_by="Attachment.position", cascade="all, delete-orphan"
@@ -317,4 +320,52 @@ class Attachment(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[AttachmentStatus] = mapped_column(default=AttachmentStatus.pending)
     error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created]
+
+
+class Notification(Base):
+    """One thing one user is told, once: the unique key turns a redelivered or raced
+    notify task into a no-op. `event_key` names the event (`message:<id>` for a text,
+    `assigned:<conversation>:<at>` for an assignment)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("user_id", "kind", "event_key"),
+        Index("ix_notifications_inbox", "user_id", "read_at", "id"),
+    )
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))
+    event_key: Mapped[str] = mapped_column(String(120))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    created_at: Mapped[created]
+    read_at: Mapped[dt.datetime | None]
+
+
+class EventDelivery(Base):
+    """The outbox of events pushed to `[[notify.webhooks]]`: one row per event and receiver.
+
+    Written in the transaction of the change it reports, so an event exists exactly when
+    its change does. `body` holds the exact bytes sent (and signed) on every attempt, so
+    the receiver sees one stable `id` however many times it is retried.
+    """
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "url"),
+        Index("ix_event_deliveries_due", "delivered_at", "next_attempt_at"),
+    )
+
+    id: Mapped[intpk]
+    event_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(1000))
+    body: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None]
+    abandoned_at: Mapped[dt.datetime | None]  # gave up: no 2xx within the retry window
     created_at: Mapped[created]
