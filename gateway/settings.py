@@ -85,9 +85,33 @@ class BusinessNumberSettings(_Section):
     max_per_second: float = Field(default=1, gt=0)
 
 
+# MMS media the gateway downloads: everything a customer may send from a phone, and
+# nothing a browser would run (no SVG, no HTML). `type/*` allows a whole family; a type
+# is only stored when its bytes can be checked against it (see gateway/media.py).
+DEFAULT_MEDIA_CONTENT_TYPES = [
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff",
+    "image/heic", "image/heif", "audio/*", "video/*", "application/pdf",
+    "text/vcard", "text/x-vcard", "text/plain",
+]
+
+
+class MediaSection(_Section):
+    max_file_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    allowed_content_types: list[str] = DEFAULT_MEDIA_CONTENT_TYPES
+    connect_timeout_s: float = Field(default=5, gt=0)
+    read_timeout_s: float = Field(default=30, gt=0)   # between two reads, not the whole file
+    download_timeout_s: float = Field(default=60, gt=0)  # the whole file, redirects included
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    # Temporary failures (5xx, timeouts) are retried until the message is this old;
+    # after that the attachment is marked failed with the last reason.
+    give_up_after_minutes: float = Field(default=60, gt=0)
+
+
 class ConfigFile(_Section):
     gateway: GatewaySection = GatewaySection()
     notify: NotifySection = NotifySection()
+    media: MediaSection = MediaSection()
     carriers: list[CarrierSettings] = []
     teams: list[TeamSettings] = []
     business_numbers: list[BusinessNumberSettings] = []
