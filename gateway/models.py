@@ -308,7 +308,10 @@ class Message(Base):
 
 class Attachment(Base):
     __tablename__ = "attachments"
-    __table_args__ = (UniqueConstraint("message_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "position"),
+        Index("ix_attachments_pending", "status", "created_at"),  # the sweeper's query
+    )
 
     id: Mapped[intpk]
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
@@ -321,6 +324,7 @@ class Attachment(Base):
     status: Mapped[AttachmentStatus] = mapped_column(default=AttachmentStatus.pending)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created]
+    enqueued_at: Mapped[dt.datetime | None]  # last handed to a media worker (or retried)
 
 
 class Notification(Base):
@@ -369,3 +373,21 @@ class EventDelivery(Base):
     delivered_at: Mapped[dt.datetime | None]
     abandoned_at: Mapped[dt.datetime | None]  # gave up: no 2xx within the retry window
     created_at: Mapped[created]
+
+
+class FolderPhoto(Base):
+    """An image attachment linked to a customer folder ("Link Image(s) to Folder")."""
+
+    __tablename__ = "folder_photos"
+    __table_args__ = (
+        UniqueConstraint("folder_id", "attachment_id"),
+        Index("ix_folder_photos_folder", "folder_id", "id"),  # a folder's photos, newest first
+    )
+
+    id: Mapped[intpk]
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    attachment_id: Mapped[int] = mapped_column(ForeignKey("attachments.id", ondelete="CASCADE"), index=True)
+    linked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[created]
+
+    attachment: Mapped[Attachment] = relationship(lazy="joined")
