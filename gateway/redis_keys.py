@@ -5,6 +5,15 @@ dramatiq owns its own keys under its namespace (`dramatiq:*`: queues, delay queu
 touches `__heartbeats__`, to keep a busy worker alive (see gateway/workers/middleware.py).
 
     dramatiq:__heartbeats__      zset  broker id -> last heartbeat (ms); owned by dramatiq
+
+Notifications (gateway/notifications.py, gateway/live.py):
+
+    gateway:notifications:user:<user id>   pub/sub channel  a doorbell: the comma-separated
+                                           ids of that user's notifications just committed;
+                                           each open stream then reads them from the database
+    gateway:notify:swept:<message id>      string, 5 min TTL  set (SET NX) when the sweeper
+                                           re-enqueues an un-notified message, so two sweepers
+                                           or two passes do not both enqueue it
 """
 
 from __future__ import annotations
@@ -14,3 +23,11 @@ DRAMATIQ_NAMESPACE = "dramatiq"
 
 def dramatiq_heartbeats(namespace: str = DRAMATIQ_NAMESPACE) -> str:
     return f"{namespace}:__heartbeats__"
+
+
+def notification_channel(user_id: int) -> str:
+    return f"gateway:notifications:user:{user_id}"
+
+
+def notify_swept(message_id: int) -> str:
+    return f"gateway:notify:swept:{message_id}"
