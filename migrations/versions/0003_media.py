@@ -43,13 +43,17 @@ def upgrade() -> None:
             name=op.f("fk_folder_photos_attachment_id_attachments"), ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["folder_id"], ["folders.id"], name=op.f("fk_folder_photos_folder_id_folders"), ondelete="CASCADE",
+            ["folder_id"], ["folders.id"],
+            name=op.f("fk_folder_photos_folder_id_folders"), ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["linked_by_id"], ["users.id"], name=op.f("fk_folder_photos_linked_by_id_users"), ondelete="SET NULL",
+            ["linked_by_id"], ["users.id"],
+            name=op.f("fk_folder_photos_linked_by_id_users"), ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_folder_photos")),
-        sa.UniqueConstraint("folder_id", "attachment_id", name=op.f("uq_folder_photos_folder_id_attachment_id")),
+        sa.UniqueConstraint(
+            "folder_id", "attachment_id", name=op.f("uq_folder_photos_folder_id_attachment_id")
+        ),
     )
     with op.batch_alter_table("folder_photos", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_folder_photos_attachment_id"), ["attachment_id"], unique=False)
