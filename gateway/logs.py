@@ -28,9 +28,11 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str | None = None) -> None:
     """Once per process: JSON lines on stderr at LOG_LEVEL (default INFO)."""
     root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    # dramatiq's CLI installs its own handler before importing us: reformat it rather
+    # than adding a second one, so each record is written once, as JSON.
+    for handler in root.handlers:
+        if not isinstance(handler.formatter, JsonFormatter):
+            handler.setFormatter(JsonFormatter())
     root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
