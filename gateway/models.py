@@ -296,6 +296,13 @@ class Message(Base):
     # Set once everyone to tell about this text has been told (gateway/notifications.py);
     # the sweeper redoes inbound messages still without it.
     notified_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    # Outbound bookkeeping (gateway/outbound.py): `send_state` is the worker's own record
+    # of the carrier call (pending -> in_flight -> submitted | failed), apart from the
+    # delivery `status` clients see, so a redelivered task never sends twice.
+    encoding: Mapped[str | None] = mapped_column(String(8))
+    send_state: Mapped[str | None] = mapped_column(String(16))
+    send_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    attempted_at: Mapped[dt.datetime | None]
 
     attachments: Mapped[list[Attachment]] = relationship(
         lazy="selectin", order_by="Attachment.position", cascade="all, delete-orphan"
@@ -391,3 +398,34 @@ class FolderPhoto(Base):
     created_at: Mapped[created]
 
     attachment: Mapped[Attachment] = relationship(lazy="joined")
+
+
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key`: a repeated POST answers the message it made first."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str]
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    created_at: Mapped[created]
+
+
+class StatusEvent(Base):
+    """A carrier status callback exactly as it arrived, committed before it is answered."""
+
+    __tablename__ = "status_events"
+    __table_args__ = (Index("ix_status_events_message", "carrier_message_id", "id"),)
+
+    id: Mapped[intpk]
+    carrier: Mapped[str] = mapped_column(String(64))
+    carrier_message_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))          # the gateway's word, or "unknown"
+    carrier_status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    applied: Mapped[bool] = mapped_column(default=False)     # moved the message's status forward
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[created]
