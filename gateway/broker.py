@@ -22,8 +22,10 @@ EMBEDDED_REDIS_FILE = "var/redis.db"
 BROKER_SOCKET_TIMEOUTS = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0}
 
 INBOUND_QUEUE = "inbound"
+NOTIFY_QUEUE = "notify"    # notify the people responsible for a new text
+EVENTS_QUEUE = "events"    # push events to [[notify.webhooks]]: slow receivers wait apart
 # Every queue a worker consumes: the sweeper runs broker maintenance on each of them.
-QUEUES = (INBOUND_QUEUE,)
+QUEUES = (INBOUND_QUEUE, NOTIFY_QUEUE, EVENTS_QUEUE)
 
 _embedded = None  # keeps the embedded server alive for the life of this process
 
