@@ -19,4 +19,6 @@ broker = build_broker(get_runtime().redis_url, middleware=default_middleware())
 broker.add_middleware(WorkerHeartbeat())
 dramatiq.set_broker(broker)
 
+import gateway.workers.events  # noqa: E402,F401  (notifications: event webhooks)
+import gateway.workers.notify  # noqa: E402,F401  (notifications)
 from gateway.workers import inbound  # noqa: E402,F401  (declares actors on the broker)

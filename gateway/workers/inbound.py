@@ -5,11 +5,16 @@ from __future__ import annotations
 import dramatiq
 
 from gateway import inbound
-from gateway.broker import INBOUND_QUEUE
+from gateway.broker import INBOUND_QUEUE, NOTIFY_QUEUE
+from gateway.notifications import NOTIFY_INBOUND_ACTOR
 from gateway.runtime import get_runtime
 
 
 @dramatiq.actor(actor_name=inbound.PROCESS_INBOUND_ACTOR, queue_name=INBOUND_QUEUE)
 def process_inbound_event(event_id: int) -> None:
     runtime = get_runtime()
-    inbound.process_event(runtime.sessions, runtime.settings, event_id)
+    message_id = inbound.process_event(runtime.sessions, runtime.settings, event_id)
+    if message_id is not None:
+        # A redelivered event returns its message again: notifying it twice is a no-op.
+        # If this enqueue is lost, the sweeper finds the message not yet notified.
+        runtime.enqueue(NOTIFY_QUEUE, NOTIFY_INBOUND_ACTOR, message_id)
