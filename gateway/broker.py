@@ -24,8 +24,9 @@ BROKER_SOCKET_TIMEOUTS = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0}
 INBOUND_QUEUE = "inbound"
 NOTIFY_QUEUE = "notify"    # notify the people responsible for a new text
 EVENTS_QUEUE = "events"    # push events to [[notify.webhooks]]: slow receivers wait apart
+OUTBOUND_QUEUE = "outbound"  # send queued texts through the carrier (gateway/delivery.py)
 # Every queue a worker consumes: the sweeper runs broker maintenance on each of them.
-QUEUES = (INBOUND_QUEUE, NOTIFY_QUEUE, EVENTS_QUEUE)
+QUEUES = (INBOUND_QUEUE, NOTIFY_QUEUE, EVENTS_QUEUE, OUTBOUND_QUEUE)
 
 _embedded = None  # keeps the embedded server alive for the life of this process
 
