@@ -25,8 +25,9 @@ INBOUND_QUEUE = "inbound"
 NOTIFY_QUEUE = "notify"    # notify the people responsible for a new text
 EVENTS_QUEUE = "events"    # push events to [[notify.webhooks]]: slow receivers wait apart
 OUTBOUND_QUEUE = "outbound"  # send queued texts through the carrier (gateway/delivery.py)
+MEDIA_QUEUE = "media"      # download MMS media: slow media hosts never hold up routing
 # Every queue a worker consumes: the sweeper runs broker maintenance on each of them.
-QUEUES = (INBOUND_QUEUE, NOTIFY_QUEUE, EVENTS_QUEUE, OUTBOUND_QUEUE)
+QUEUES = (INBOUND_QUEUE, NOTIFY_QUEUE, EVENTS_QUEUE, OUTBOUND_QUEUE, MEDIA_QUEUE)
 
 _embedded = None  # keeps the embedded server alive for the life of this process
 
