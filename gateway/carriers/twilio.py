@@ -294,3 +294,43 @@ def _never_connected(exc: BaseException) -> bool:
 def _rest_error_text(exc: TwilioRestException) -> str:
     # TwilioRestException's str() is a multi-line, coloured report; keep Twilio's message.
     return (exc.msg or f"HTTP {exc.status}").strip()
+
+
+# --- media -----------------------------------------------------------------------------
+
+# Where Twilio serves MMS media. A MediaUrl is on the API host, which answers it with a
+# redirect to the media CDN: mms.twiliocdn.com when HTTP auth is enforced on media,
+# s3-external-1.amazonaws.com for older public media (Twilio support article 223183748,
+# "Protect Media Access with HTTP Basic Authentication for Programmable Messaging").
+MEDIA_HOSTS = ("api.twilio.com", "*.twiliocdn.com", "s3-external-1.amazonaws.com")
+
+
+def media_access(carrier):
+    """How to fetch this account's media: HTTP Basic with the account SID and auth token,
+    sent to the API host only; the CDN it redirects to gets no credentials."""
+    from gateway.media import MediaAccess
+
+    return MediaAccess(
+        api_base=(carrier.api_base or TWILIO_API_BASE).rstrip("/"),
+        username=carrier.account_sid,
+        password=carrier.auth_token.get_secret_value(),
+        hosts=tuple(carrier.media_hosts or MEDIA_HOSTS),
+    )
+
+
+def delete_media(media_url: str, carrier, timeouts: tuple[float, float]) -> None:
+    """Delete a stored media item at Twilio (DELETE on the Media resource, 204 expected).
+
+    `media_url` must be on the account's API host: credentials never go anywhere else.
+    Raises requests.HTTPError (or a connection error) when Twilio does not confirm.
+    """
+    access = media_access(carrier)
+    if not access.is_api_url(media_url):
+        raise ValueError(f"not a media URL on {access.api_base}: refusing to send credentials")
+    resource_url = media_url if media_url.endswith(".json") else media_url + ".json"
+    response = requests.delete(
+        resource_url, auth=(access.username, access.password), timeout=timeouts, allow_redirects=False
+    )
+    if response.status_code not in (200, 204, 404):  # 404: already gone, which is what we want
+        response.raise_for_status()
+        raise requests.HTTPError(f"unexpected answer {response.status_code}", response=response)
