@@ -213,3 +213,31 @@ def find_overdue_deliveries(sessions: sessionmaker[Session], limit: int = 500) -
             # Due now, not overdue: the next sweep leaves them to the task enqueued here.
             session.execute(update(EventDelivery).where(EventDelivery.id.in_(ids)).values(next_attempt_at=now))
     return ids
+
+
+DELIVERY_FILTERS = {
+    # Not delivered and the last attempt failed, whether still retrying or given up.
+    "failing": lambda: EventDelivery.delivered_at.is_(None) & EventDelivery.last_error.is_not(None),
+    "pending": lambda: EventDelivery.delivered_at.is_(None) & EventDelivery.abandoned_at.is_(None),
+    "abandoned": lambda: EventDelivery.abandoned_at.is_not(None),
+    "delivered": lambda: EventDelivery.delivered_at.is_not(None),
+    "all": lambda: None,
+}
+
+
+def list_deliveries(session: Session, status: str, cursor: str | None, limit: int):
+    """Deliveries with the given status, newest first."""
+    from gateway.pagination import CursorError, decode_cursor, encode_cursor
+
+    if status not in DELIVERY_FILTERS:
+        raise CursorError(f"status must be one of {', '.join(DELIVERY_FILTERS)}")
+    query = select(EventDelivery)
+    condition = DELIVERY_FILTERS[status]()
+    if condition is not None:
+        query = query.where(condition)
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        query = query.where(EventDelivery.id < int(last_id))
+    rows = list(session.scalars(query.order_by(EventDelivery.id.desc()).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    return page, (encode_cursor(page[-1].id) if more else None)

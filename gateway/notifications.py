@@ -19,15 +19,17 @@ import datetime as dt
 import logging
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import events
 from gateway.after_commit import call_after_commit
 from gateway.broker import EVENTS_QUEUE, NOTIFY_QUEUE
 from gateway.db import insert_ignoring_conflicts, transaction
+from gateway.inbox import visible_to
 from gateway.models import (
     Conversation,
+    ConversationStatus,
     Direction,
     EventStatus,
     InboundEvent,
@@ -37,6 +39,7 @@ from gateway.models import (
     UserTeam,
     utcnow,
 )
+from gateway.pagination import CursorError, decode_cursor, encode_cursor
 from gateway.redis_keys import notify_swept
 from gateway.routing.notify import (
     ConversationFacts,
@@ -277,3 +280,57 @@ def mark_read(session: Session, user_id: int, notification_id: int | None = None
     if notification_id is not None:
         query = query.where(Notification.id == notification_id)
     return session.execute(query.values(read_at=utcnow())).rowcount
+
+
+def list_notifications(
+    session: Session, user_id: int, cursor: str | None, limit: int
+) -> tuple[list[Notification], str | None]:
+    """Unread first, then newest; the cursor is (read?, id) of the last row shown."""
+    is_read = case((Notification.read_at.is_(None), 0), else_=1)
+    query = select(Notification).where(Notification.user_id == user_id)
+    if cursor:
+        read_flag, last_id = decode_cursor(cursor, 2)
+        if read_flag not in (0, 1) or not isinstance(last_id, int):
+            raise CursorError("cursor is not one this API issued")
+        query = query.where(or_(is_read > read_flag, and_(is_read == read_flag, Notification.id < last_id)))
+    rows = list(session.scalars(query.order_by(is_read, Notification.id.desc()).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more:
+        next_cursor = encode_cursor(0 if page[-1].read_at is None else 1, page[-1].id)
+    return page, next_cursor
+
+
+def latest_notification_id(session: Session, user_id: int) -> int:
+    return session.scalar(select(func.max(Notification.id)).where(Notification.user_id == user_id)) or 0
+
+
+def badges(session: Session, user: User) -> dict[str, int]:
+    """The four counts an inbox shows beside its tabs."""
+    visibility = visible_to(user)
+
+    def visible_conversations(*conditions) -> int:
+        query = select(func.count()).select_from(Conversation).where(*conditions)
+        if visibility is not None:
+            query = query.where(visibility)
+        return session.scalar(query)
+
+    return {
+        "unread_notifications": session.scalar(
+            select(func.count()).select_from(Notification)
+            .where(Notification.user_id == user.id, Notification.read_at.is_(None))
+        ),
+        "unread_assigned": session.scalar(
+            select(func.count()).select_from(Conversation).where(
+                Conversation.assignee_id == user.id,
+                Conversation.unread.is_(True),
+                Conversation.status != ConversationStatus.closed,
+            )
+        ),
+        "unassigned": visible_conversations(Conversation.status == ConversationStatus.unassigned),
+        # The last word is the customer's: nobody has answered yet.
+        "unresponded": visible_conversations(
+            Conversation.status != ConversationStatus.closed,
+            Conversation.last_message_direction == Direction.inbound,
+        ),
+    }

@@ -9,3 +9,7 @@ def init_app(app) -> None:
     auth.init_app(app)
     for module in (conversations, events):
         app.register_blueprint(module.bp)
+    from gateway.api import event_deliveries, notifications
+
+    for module in (notifications, event_deliveries):
+        app.register_blueprint(module.bp)
