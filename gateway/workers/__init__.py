@@ -20,5 +20,6 @@ broker.add_middleware(WorkerHeartbeat())
 dramatiq.set_broker(broker)
 
 import gateway.workers.events  # noqa: E402,F401  (notifications: event webhooks)
+import gateway.workers.media  # noqa: E402,F401  (MMS media downloads)
 import gateway.workers.notify  # noqa: E402,F401  (notifications)
 from gateway.workers import inbound  # noqa: E402,F401  (declares actors on the broker)

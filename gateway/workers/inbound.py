@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from gateway import inbound
+from gateway import inbound, media
 from gateway.broker import INBOUND_QUEUE, NOTIFY_QUEUE
 from gateway.notifications import NOTIFY_INBOUND_ACTOR
 from gateway.runtime import get_runtime
@@ -18,3 +18,6 @@ def process_inbound_event(event_id: int) -> None:
         # A redelivered event returns its message again: notifying it twice is a no-op.
         # If this enqueue is lost, the sweeper finds the message not yet notified.
         runtime.enqueue(NOTIFY_QUEUE, NOTIFY_INBOUND_ACTOR, message_id)
+        # Media is fetched apart, after routing: a slow or broken media host never holds
+        # up the message. Lost tasks are found again by the sweeper.
+        media.enqueue_pending_attachments(runtime, message_id)
