@@ -195,7 +195,8 @@ def _expand_env(value: Any, environ, path: Path, key: str) -> Any:
 
 def _env_value(match: re.Match, environ, path: Path, key: str) -> str:
     name, default = match.group(1), match.group(2)
-    if name in environ:
+    # As in the shell, ${NAME:-default} also applies the default when NAME is set but empty.
+    if environ.get(name) or (name in environ and default is None):
         return environ[name]
     if default is not None:
         return default
@@ -223,6 +224,11 @@ def _check_references(config: ConfigFile, path: Path) -> ConfigFile:
             normalized = normalize_number(number.number, region)
         except NumberError as exc:
             raise ConfigError(f"{path}: {key}.number: {exc}") from None
+        if normalized.kind == "alphanumeric":
+            # Texts are sent to a business number: a sender id cannot receive them.
+            raise ConfigError(
+                f"{path}: {key}.number: {number.number!r} is a sender id, not a phone number or short code"
+            )
         if number.carrier not in carrier_names:
             raise ConfigError(f"{path}: {key}.carrier: no carrier named {number.carrier!r}")
         if number.team not in team_names:
