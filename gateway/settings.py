@@ -37,6 +37,7 @@ class _Section(BaseModel):
 class GatewaySection(_Section):
     default_region: str = "US"
     conversation_expiry_hours: int = Field(default=72, gt=0)
+    send_retry_horizon_minutes: float = Field(default=60, gt=0)  # temporary send errors retried this long
 
     @field_validator("default_region")
     @classmethod
