@@ -13,3 +13,6 @@ def init_app(app) -> None:
 
     for module in (notifications, event_deliveries):
         app.register_blueprint(module.bp)
+    from gateway.api import attachments
+
+    app.register_blueprint(attachments.bp)

@@ -53,6 +53,7 @@ def attachment_json(attachment: Attachment) -> dict:
         "size": attachment.size,
         "status": str(attachment.status),
         "url": f"/api/v1/attachments/{attachment.id}",
+        "error": attachment.error,  # why a failed attachment could not be stored
     }
 
 
