@@ -46,7 +46,9 @@ def normalize_number(raw: str, default_region: str) -> Number:
         parsed = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
         raise NumberError(f"{raw!r} is not a phone number ({exc})") from None
-    if not phonenumbers.is_possible_number(parsed):
+    # Not is_possible_number: it also accepts numbers that can only be dialled locally
+    # ("+1 234 5678", no area code), which are no E.164 number anyone can text.
+    if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise NumberError(f"{raw!r} is not a possible phone number")
     return Number(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), "e164")
 
