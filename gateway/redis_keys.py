@@ -14,6 +14,16 @@ Notifications (gateway/notifications.py, gateway/live.py):
     gateway:notify:swept:<message id>      string, 5 min TTL  set (SET NX) when the sweeper
                                            re-enqueues an un-notified message, so two sweepers
                                            or two passes do not both enqueue it
+
+Outbound rate limits (gateway/ratelimit.py), one pair per business number, shared by
+every worker process and host:
+
+    gateway:ratelimit:next:<number>    string, ms   the next free send slot: a message
+                                                    reserves its turn here (no polling)
+    gateway:ratelimit:sends:<number>   zset         sends admitted in the last window,
+                                                    member "<segments>:<message id>:<n>",
+                                                    score = admission time (ms); the
+                                                    gate that no window exceeds the limit
 """
 
 from __future__ import annotations
@@ -31,3 +41,17 @@ def notification_channel(user_id: int) -> str:
 
 def notify_swept(message_id: int) -> str:
     return f"gateway:notify:swept:{message_id}"
+
+
+def send_rate_window(business_number: str) -> str:
+    """Sorted set of the sends of one business number in the current rate window.
+
+    Members are "<segments>:<message id>:<attempt>", scores the Redis server time (ms)
+    the send was admitted. See gateway/ratelimit.py.
+    """
+    return f"gateway:ratelimit:sends:{business_number}"
+
+
+def send_rate_schedule(business_number: str) -> str:
+    """String: the next free send slot of a business number (Redis server time, ms)."""
+    return f"gateway:ratelimit:next:{business_number}"

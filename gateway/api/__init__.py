@@ -16,3 +16,6 @@ def init_app(app) -> None:
     from gateway.api import attachments
 
     app.register_blueprint(attachments.bp)
+    from gateway.api import messages
+
+    app.register_blueprint(messages.bp)

@@ -1,4 +1,4 @@
-"""Twilio's webhooks: inbound SMS/MMS at /webhooks/twilio/sms."""
+"""Twilio's webhooks: inbound SMS/MMS at /webhooks/twilio/sms, delivery statuses at /status."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from gateway.broker import INBOUND_QUEUE
 from gateway.carriers import twilio
+from gateway.delivery import record_status
 from gateway.inbound import PROCESS_INBOUND_ACTOR, mark_not_enqueued, store_event
 from gateway.messaging import InvalidWebhook
 from gateway.metrics import WEBHOOK_ACK_SECONDS, WEBHOOKS
@@ -56,6 +57,24 @@ def receive_sms():
     outcome = "duplicate" if not stored.is_new else ("stored" if routable else "unroutable")
     WEBHOOKS.labels("twilio", "sms", outcome).inc()
     WEBHOOK_ACK_SECONDS.labels("twilio", "sms").observe(time.perf_counter() - started)
+    return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+
+
+@bp.post("/status")
+def receive_status():
+    """A delivery status callback: stored (and applied, forward only) before the 200."""
+    started = time.perf_counter()
+    runtime = current_app.extensions["gateway"]
+    carrier = _verified_carrier(runtime.settings)
+    try:
+        update = twilio.parse_status(request.form)
+    except InvalidWebhook as exc:
+        raise Rejected(400, f"missing_{exc.field}", str(exc)) from None
+    event = record_status(runtime.sessions, carrier.name, update)
+    outcome = "unknown_status" if update.status == "unknown" else (
+        "applied" if event.applied else ("unknown_message" if event.message_id is None else "stale"))
+    WEBHOOKS.labels("twilio", "status", outcome).inc()
+    WEBHOOK_ACK_SECONDS.labels("twilio", "status").observe(time.perf_counter() - started)
     return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
 
 

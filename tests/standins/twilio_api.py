@@ -99,7 +99,7 @@ class TwilioStandIn:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.opted_out: set[str] = set()
         self.callbacks_sent: list[dict] = []
-        self._failures: list[int] = []
+        self._failures: list[tuple[int, int | None, str]] = []
         self._stalls = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -133,10 +133,11 @@ class TwilioStandIn:
 
     # --- knobs -------------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 500) -> None:
-        """The next `count` creates are answered `status` (500 or 429) and not accepted."""
+    def fail_next(self, count: int, status: int = 500, code: int | None = None, message: str = "") -> None:
+        """The next `count` creates are answered `status` (500, 429, or a 400 with a
+        Twilio `code` such as 21211 or 21614) and not accepted."""
         with self._lock:
-            self._failures.extend([status] * count)
+            self._failures.extend([(status, code, message)] * count)
 
     def stall_next(self, count: int = 1) -> None:
         """The next `count` creates are accepted, then answered only after `stall_seconds`."""
@@ -180,12 +181,13 @@ class TwilioStandIn:
     # --- the API -----------------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: str, form: dict, auth: str | None) -> tuple[int, dict]:
+        arrived = time.time()  # rate limits are judged on arrival, before the answer's latency
         if self.latency:
             time.sleep(self.latency)
         try:
             self._check_auth(auth, path)
             if method == "POST" and (match := _MESSAGES.match(path)):
-                return 201, self._create(form)
+                return 201, self._create(form, arrived)
             if method == "GET" and (match := _MESSAGES.match(path)):
                 return 200, self._list(parse_qs(query), match["account"])
             if method == "GET" and (match := _MESSAGE.match(path)):
@@ -200,17 +202,18 @@ class TwilioStandIn:
         if auth != expected or account_in_path != self.account_sid:
             raise TwilioError(401, 20003, "Authenticate")
 
-    def _create(self, form: dict[str, list[str]]) -> dict:
+    def _create(self, form: dict[str, list[str]], arrived: float) -> dict:
         def one(name):
             values = form.get(name)
             return values[0] if values else None
 
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
-        if failure == 429:
-            raise TwilioError(429, 20429, "Too Many Requests")
-        if failure:
-            raise TwilioError(failure, 20500, "An internal server error has occurred")
+        if failure is not None:
+            status, code, message = failure
+            if status == 429:
+                raise TwilioError(429, code or 20429, message or "Too Many Requests")
+            raise TwilioError(status, code or 20500, message or "An internal server error has occurred")
         to, body, media = one("To"), one("Body") or "", form.get("MediaUrl", [])
         if not to:
             raise TwilioError(400, 21604, "A 'To' phone number is required.")
@@ -227,7 +230,7 @@ class TwilioStandIn:
         sid = "SM" + uuid.uuid4().hex
         resource = self._resource(sid, one("From"), to, body, len(media), one("MessagingServiceSid"))
         with self._lock:
-            self.accepted.append(Accepted(sid, form, time.time(), resource))
+            self.accepted.append(Accepted(sid, form, arrived, resource))
             stall = self._stalls > 0
             self._stalls -= 1 if stall else 0
         if stall:

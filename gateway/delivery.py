@@ -1,0 +1,319 @@
+"""Sending queued texts through the carrier, and following them with status callbacks.
+
+`deliver` is one turn of the `outbound` actor for one message. It never sends a message
+twice, whatever the broker redelivers:
+
+- `send_state` is the worker's record of the carrier call: pending -> in_flight ->
+  submitted | failed. The attempt is committed (in_flight, attempted_at, send_attempts + 1)
+  by a compare-and-set on `send_attempts` *before* the carrier is called, so of two
+  workers holding the same message only one calls.
+- A message found in_flight is a call whose answer we never recorded (a timeout, a
+  killed worker). If the call may still be running we wait; otherwise we ask the carrier
+  whether it took the message before sending again.
+- The sends of one conversation leave in creation order: a message waits while an older
+  one of its conversation is still pending or in flight.
+- Waiting for a rate-limit slot, for an older message, or for a retry re-enqueues the
+  task with a delay; none of it spends dramatiq's retries. A temporary carrier error is
+  retried with backoff until the retry horizon, then the message fails.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, select, tuple_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.db import is_sqlite, transaction
+from gateway.messaging import OutboundMessage, SendResult, StatusUpdate
+from gateway.models import Contact, Conversation, Direction, Message, StatusEvent, utcnow
+from gateway.ratelimit import Limit, RateLimiter
+from gateway.routing.delivery import advance
+from gateway.sending import Sender, SendError, carrier_for
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SEND_ACTOR = "send_outbound_message"
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+
+PENDING, IN_FLIGHT, SUBMITTED, FAILED = "pending", "in_flight", "submitted", "failed"
+UNSENT = (PENDING, IN_FLIGHT)
+
+DEFAULT_FIRST_BACKOFF_S = 0.5
+DEFAULT_MAX_BACKOFF_S = 60.0
+ORDER_WAIT_S = 0.25          # an older message of the conversation is still going out
+IN_FLIGHT_GRACE_S = 2.0      # beyond the carrier timeout, before an in-flight call counts as lost
+SLEEP_IN_THREAD_MS = 300     # shorter rate-limit waits are slept; longer ones re-enqueue
+
+
+@dataclass(frozen=True)
+class Later:
+    """Run this message's task again after `delay_ms`, keeping its reserved slot if any."""
+
+    delay_ms: int
+    slot_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    outbound: OutboundMessage
+    segments: int
+    send_attempts: int
+    reconcile_since: dt.datetime | None   # in flight with no answer: look it up first
+    created_at: dt.datetime
+
+
+def deliver(
+    sessions: sessionmaker[Session], settings: Settings, limiter: RateLimiter, message_id: int,
+    slot_ms: int | None = None,
+) -> Later | None:
+    """One turn for one message: None when it is done (sent or failed), or when to come back."""
+    plan = _plan(sessions, settings, message_id)
+    if not isinstance(plan, _Plan):
+        return plan
+    sender = carrier_for(settings, plan.outbound.from_number)
+    if plan.reconcile_since is not None:
+        found = _reconcile(sessions, sender, message_id, plan)
+        if found is not None:
+            return found or None
+    number = settings.business_number(plan.outbound.from_number)
+    turn = _wait_for_turn(limiter, plan, Limit(number.max_per_second), slot_ms)
+    if turn is not None:
+        return turn
+    if not _claim_attempt(sessions, message_id, plan.send_attempts):
+        return None  # another worker took this attempt; it carries the message from here
+    try:
+        result = sender.send(plan.outbound)
+    except SendError as exc:
+        return _record_error(sessions, settings, message_id, plan, exc)
+    _record_submitted(sessions, message_id, result)
+    return None
+
+
+# --- before the call ---------------------------------------------------------------------
+
+
+def _plan(sessions, settings: Settings, message_id: int) -> _Plan | Later | None:
+    with transaction(sessions) as session:
+        message = session.get(Message, message_id, with_for_update=not is_sqlite(session))
+        if message is None or message.direction != Direction.outbound or message.send_state not in UNSENT:
+            return None
+        if _older_unsent_exists(session, message):
+            return Later(_ms(ORDER_WAIT_S))
+        contact = session.scalar(
+            select(Contact).join(Conversation, Conversation.contact_id == Contact.id)
+            .where(Conversation.id == message.conversation_id)
+        )
+        if contact.opted_out:
+            _fail(message, "21610", "the contact has opted out (replied STOP)")
+            return None
+        carrier = settings.business_number(message.from_number)
+        if carrier is None:
+            _fail(message, "unknown_business_number", f"{message.from_number} is not a configured number")
+            return None
+        reconcile_since = None
+        if message.send_state == IN_FLIGHT:
+            timeout = settings.carrier_named(carrier.carrier).send_timeout_seconds
+            busy_until = message.attempted_at + dt.timedelta(seconds=timeout + IN_FLIGHT_GRACE_S)
+            if utcnow() < busy_until:
+                # The call may still be waiting for its answer in another worker.
+                return Later(_ms((busy_until - utcnow()).total_seconds()))
+            reconcile_since = message.attempted_at
+        return _Plan(
+            outbound=OutboundMessage(
+                message_id=message.id, from_number=message.from_number, to_number=message.to_number,
+                body=message.body, media_urls=tuple(a.source_url for a in message.attachments),
+                status_callback=settings.public_url + STATUS_CALLBACK_PATH,
+            ),
+            segments=message.segments, send_attempts=message.send_attempts,
+            reconcile_since=reconcile_since, created_at=message.created_at,
+        )
+
+
+def _older_unsent_exists(session: Session, message: Message) -> bool:
+    older = select(Message.id).where(
+        Message.conversation_id == message.conversation_id,
+        Message.direction == Direction.outbound,
+        Message.send_state.in_(UNSENT),
+        tuple_(Message.created_at, Message.id) < (message.created_at, message.id),
+    )
+    return bool(session.scalar(select(exists(older))))
+
+
+def _reconcile(sessions, sender: Sender, message_id: int, plan: _Plan) -> Later | bool | None:
+    """Ask the carrier whether a call with no recorded answer went through.
+
+    Returns False when it did (recorded now: done), None when it did not (send again),
+    or Later when the carrier cannot be asked right now.
+    """
+    try:
+        found = sender.find_sent(plan.outbound, plan.reconcile_since)
+    except SendError as exc:
+        log.warning("could not reconcile an unanswered send; will retry",
+                    extra={"message_id": message_id, "error": exc.message})
+        return Later(_backoff_ms(plan.send_attempts))
+    if found is None:
+        log.info("unanswered send not found at the carrier; sending again", extra={"message_id": message_id})
+        return None
+    log.info("unanswered send found at the carrier", extra={"message_id": message_id,
+                                                             "carrier_message_id": found.carrier_message_id})
+    _record_submitted(sessions, message_id, found)
+    return False
+
+
+def _wait_for_turn(limiter: RateLimiter, plan: _Plan, limit: Limit, slot_ms: int | None) -> Later | None:
+    """None when the number's limit lets this message go now; else when to come back.
+
+    A re-enqueued wait is not a retry: `send_attempts` only counts carrier calls.
+    """
+    number = plan.outbound.from_number
+    if slot_ms is None:
+        slot = limiter.reserve(number, plan.segments, limit)
+        slot_ms, wait_ms = slot.at_ms, slot.wait_ms
+    else:
+        wait_ms = limiter.wait_for(slot_ms)
+    if wait_ms > SLEEP_IN_THREAD_MS:
+        return Later(wait_ms, slot_ms)
+    time.sleep(wait_ms / 1000)
+    member = f"{plan.outbound.message_id}:{plan.send_attempts}:{time.monotonic_ns()}"
+    while (wait_ms := limiter.admit(number, plan.segments, limit, member)) > 0:
+        if wait_ms > SLEEP_IN_THREAD_MS:
+            return Later(wait_ms)  # its slot is gone: reserve a new one
+        time.sleep(wait_ms / 1000)
+    return None
+
+
+def _claim_attempt(sessions, message_id: int, seen_attempts: int) -> bool:
+    """Commit the attempt before the call; False if another worker got there first."""
+    with transaction(sessions) as session:
+        claimed = session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.send_attempts == seen_attempts,
+                   Message.send_state.in_(UNSENT))
+            .values(send_state=IN_FLIGHT, attempted_at=utcnow(), send_attempts=seen_attempts + 1)
+        )
+        return claimed.rowcount == 1
+
+
+# --- after the call ----------------------------------------------------------------------
+
+
+def _record_submitted(sessions, message_id: int, result: SendResult) -> None:
+    with transaction(sessions) as session:
+        message = session.get(Message, message_id, with_for_update=not is_sqlite(session))
+        message.send_state = SUBMITTED
+        message.carrier_message_id = result.carrier_message_id
+        message.status = advance(message.status, result.status)
+        message.error_code, message.error_message = result.error_code, result.error_message
+        # Callbacks can beat our own record of the SID: apply what was kept for it.
+        early = session.scalars(
+            select(StatusEvent)
+            .where(StatusEvent.carrier_message_id == result.carrier_message_id,
+                   StatusEvent.message_id.is_(None))
+            .order_by(StatusEvent.id)
+        )
+        for event in early:
+            _apply(session, message, event)
+    log.info("message sent",
+             extra={"message_id": message_id, "carrier_message_id": result.carrier_message_id})
+
+
+def _record_error(sessions, settings: Settings, message_id: int, plan: _Plan, exc: SendError) -> Later | None:
+    attempts = plan.send_attempts + 1
+    horizon = dt.timedelta(minutes=settings.config.gateway.send_retry_horizon_minutes)
+    expired = utcnow() >= plan.created_at + horizon
+    with transaction(sessions) as session:
+        message = session.get(Message, message_id, with_for_update=not is_sqlite(session))
+        if exc.opted_out:
+            contact = session.scalar(
+                select(Contact).join(Conversation, Conversation.contact_id == Contact.id)
+                .where(Conversation.id == message.conversation_id)
+            )
+            _opt_out(contact)
+            _fail(message, exc.code, exc.message)
+            outcome = None
+        elif exc.unknown_outcome and not expired:
+            # Left in flight: the next turn looks it up at the carrier before any resend.
+            message.error_code, message.error_message = exc.code, exc.message
+            outcome = Later(_backoff_ms(attempts))
+        elif exc.retryable and not expired:
+            message.send_state = PENDING
+            message.error_code, message.error_message = exc.code, exc.message
+            outcome = Later(_backoff_ms(attempts))
+        else:
+            _fail(message, exc.code, exc.message + (" (gave up: retry horizon passed)" if expired else ""))
+            outcome = None
+    log.warning(
+        "send failed" if outcome is None else "send will be retried",
+        extra={"message_id": message_id, "code": exc.code, "error": exc.message, "attempts": attempts},
+    )
+    return outcome
+
+
+def _fail(message: Message, code: str | None, text: str) -> None:
+    message.send_state = FAILED
+    message.status = advance(message.status, "failed")
+    message.error_code, message.error_message = code, text
+
+
+def _opt_out(contact: Contact) -> None:
+    if not contact.opted_out:
+        contact.opted_out, contact.opted_out_at = True, utcnow()
+
+
+def _backoff_ms(attempts: int) -> int:
+    seconds = min(DEFAULT_MAX_BACKOFF_S, DEFAULT_FIRST_BACKOFF_S * 2 ** max(0, attempts - 1))
+    return _ms(seconds * random.uniform(0.8, 1.2))  # jitter: retries of a burst spread out
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+# --- status callbacks --------------------------------------------------------------------
+
+
+OPTED_OUT_CODE = "21610"
+
+
+def record_status(sessions: sessionmaker[Session], carrier_name: str, update_: StatusUpdate) -> StatusEvent:
+    """Store a status callback and move its message forward, in one transaction.
+
+    The callback is kept whatever it says: an unknown status or SID is recorded (and
+    answered 200 by the webhook), and applied later if our record of the SID comes after.
+    """
+    with transaction(sessions) as session:
+        event = StatusEvent(
+            carrier=carrier_name, carrier_message_id=update_.carrier_message_id, status=update_.status,
+            carrier_status=update_.carrier_status[:32], error_code=update_.error_code,
+            payload=update_.raw, received_at=utcnow(),
+        )
+        session.add(event)
+        query = select(Message).where(Message.carrier_message_id == update_.carrier_message_id)
+        if not is_sqlite(session):
+            query = query.with_for_update()
+        message = session.scalar(query)
+        if message is not None:
+            _apply(session, message, event)
+        session.flush()
+        return event
+
+
+def _apply(session: Session, message: Message, event: StatusEvent) -> None:
+    event.message_id = message.id
+    moved = advance(message.status, event.status)
+    event.applied = moved != message.status
+    message.status = moved
+    if event.error_code and (event.applied or not message.error_code):
+        message.error_code = event.error_code
+    if event.error_code == OPTED_OUT_CODE:
+        contact = session.scalar(
+            select(Contact).join(Conversation, and_(Conversation.contact_id == Contact.id))
+            .where(Conversation.id == message.conversation_id)
+        )
+        _opt_out(contact)

@@ -1,0 +1,269 @@
+"""Outbound texts and notes, from a person's request to a queued message.
+
+Everything a send can be refused for is checked here, before anything is queued, and a
+refusal changes nothing (it raises inside the transaction). The message is committed
+with `send_state = pending` and only then handed to the `outbound` queue; the worker
+(gateway/delivery.py) takes it from there. Notes are stored and never queued.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.db import insert_ignoring_conflicts, transaction
+from gateway.inbound import _find_or_create_contact, _find_or_open_conversation, _match_folder
+from gateway.models import (
+    Contact,
+    Conversation,
+    ConversationStatus,
+    Direction,
+    IdempotencyKey,
+    Message,
+    Role,
+    User,
+    utcnow,
+)
+from gateway.phone import NumberError, normalize_number, normalize_phone
+from gateway.routing.conversations import needs_folder_match
+from gateway.segments import count_segments
+from gateway.settings import BusinessNumberSettings, Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_CHARS = 1600   # Twilio's limit for one message, appended message included
+MAX_MEDIA = 10          # Twilio sends at most ten media items per MMS
+PENDING = "pending"     # send_state: committed, not yet handed to the carrier
+QUEUED = "queued"       # the status clients see until the carrier reports progress
+
+
+class SendRefused(Exception):
+    """A send or note we refuse, with the HTTP status and code the API answers."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Created:
+    message_id: int
+    is_new: bool      # False: an Idempotency-Key repeat answered with the first message
+
+
+class _Repeated(Exception):
+    """Rolls back a create whose Idempotency-Key another request has just used."""
+
+
+# --- composing ---------------------------------------------------------------------------
+
+
+def compose_body(body: str, appended_message: str) -> str:
+    """The text as it leaves: the body, then the number's appended message once, after a
+    newline. A body that already ends with it (a client showing the footer) keeps one."""
+    body = (body or "").rstrip()
+    footer = (appended_message or "").strip()
+    if not footer or body.endswith(footer):
+        return body
+    return f"{body}\n{footer}" if body else footer
+
+
+def check_content(body: str, media_urls: list[str], appended_message: str) -> str:
+    """The final body, or SendRefused for an empty, overlong or badly formed message."""
+    if not isinstance(body, str):
+        raise SendRefused(422, "invalid_body", "body must be a string")
+    if not isinstance(media_urls, list) or not all(isinstance(u, str) for u in media_urls):
+        raise SendRefused(422, "invalid_media", "media_urls must be a list of URLs")
+    if len(media_urls) > MAX_MEDIA:
+        raise SendRefused(422, "invalid_media", f"at most {MAX_MEDIA} media_urls per message")
+    for url in media_urls:
+        if not url.lower().startswith(("https://", "http://")):
+            raise SendRefused(422, "invalid_media", f"media URL {url!r} is not an http(s) URL")
+    if not body.strip() and not media_urls:
+        raise SendRefused(422, "empty_message", "a message needs a body or media")
+    final = compose_body(body, appended_message)
+    if len(final) > MAX_BODY_CHARS:
+        raise SendRefused(
+            422, "message_too_long",
+            f"the message is {len(final)} characters with the appended message; "
+            f"the limit is {MAX_BODY_CHARS}",
+        )
+    return final
+
+
+def sendable_numbers(settings: Settings, user: User) -> list[BusinessNumberSettings]:
+    """Admins and supervisors send from every number; an agent from their teams' numbers."""
+    numbers = settings.config.business_numbers
+    if user.role in (Role.admin, Role.supervisor):
+        return list(numbers)
+    teams = set(user.team_names)
+    return [n for n in numbers if n.team in teams]
+
+
+# --- creating ----------------------------------------------------------------------------
+
+
+def reply(
+    sessions: sessionmaker[Session], settings: Settings, user: User, conversation_id: int,
+    body: str, media_urls: list[str], idempotency_key: str | None = None,
+) -> Created:
+    """Queue a reply in a conversation the user can see; the conversation becomes read."""
+    from gateway.inbox import get_visible_conversation
+
+    return _create_once(sessions, user, idempotency_key, lambda session: _reply(
+        session, settings, user, get_visible_conversation(session, user, conversation_id), body, media_urls,
+    ))
+
+
+def start(
+    sessions: sessionmaker[Session], settings: Settings, user: User, business_number: str, to: str,
+    body: str, media_urls: list[str], idempotency_key: str | None = None,
+) -> Created:
+    """Queue a text to `to` from a business number, in its open conversation or a new one."""
+    number = _sendable_number(settings, user, business_number)
+    try:
+        destination = normalize_phone(to or "", settings.default_region)
+    except NumberError as exc:
+        raise SendRefused(422, "invalid_destination", f"'to' is not a phone number we can text: {exc}") \
+            from None
+    final = check_content(body, media_urls, number.appended_message)
+
+    def create(session: Session) -> Message:
+        existing = session.scalar(select(Contact).where(Contact.number == destination))
+        if existing is not None and existing.opted_out:
+            raise _opted_out(destination)
+        contact = _find_or_create_contact(session, destination, "e164")
+        now = utcnow()
+        conversation = _find_or_open_conversation(session, number, contact, now)
+        if needs_folder_match(conversation.folder_id, conversation.assignee_id):
+            _match_folder(session, conversation, contact.number)
+        return _queue(session, conversation, user, final, media_urls)
+
+    return _create_once(sessions, user, idempotency_key, create)
+
+
+def add_note(
+    sessions: sessionmaker[Session], user: User, conversation_id: int, body: str,
+    idempotency_key: str | None = None,
+) -> Created:
+    """An internal note: stored in the thread, never queued, never sent."""
+    from gateway.inbox import get_visible_conversation
+
+    if not isinstance(body, str) or not body.strip():
+        raise SendRefused(422, "empty_note", "a note needs a body")
+    if len(body) > MAX_BODY_CHARS:
+        raise SendRefused(422, "note_too_long", f"a note is limited to {MAX_BODY_CHARS} characters")
+
+    def create(session: Session) -> Message:
+        conversation = _open_conversation(get_visible_conversation(session, user, conversation_id))
+        note = Message(
+            conversation_id=conversation.id, direction=Direction.note, body=body.strip(),
+            from_number=conversation.business_number, to_number=conversation.business_number,
+            status="note", segments=0, author_id=user.id, created_at=utcnow(),
+        )
+        session.add(note)
+        session.flush()
+        return note
+
+    return _create_once(sessions, user, idempotency_key, create)
+
+
+def _reply(session, settings, user, conversation, body, media_urls) -> Message:
+    conversation = _open_conversation(conversation)
+    number = settings.business_number(conversation.business_number)
+    if number is None:
+        raise SendRefused(409, "unknown_business_number",
+                          f"{conversation.business_number} is no longer a configured business number")
+    final = check_content(body, media_urls, number.appended_message)
+    if conversation.contact.opted_out:
+        raise _opted_out(conversation.contact.number)
+    return _queue(session, conversation, user, final, media_urls)
+
+
+def _open_conversation(conversation: Conversation | None) -> Conversation:
+    if conversation is None:
+        raise SendRefused(404, "not_found", "conversation not found")
+    if conversation.status == ConversationStatus.closed:
+        raise SendRefused(409, "conversation_closed", "the conversation is closed; start a new one")
+    return conversation
+
+
+def _opted_out(number: str) -> SendRefused:
+    return SendRefused(409, "opted_out", f"{number} has opted out (replied STOP); they must text START first")
+
+
+def _sendable_number(settings: Settings, user: User, raw: str) -> BusinessNumberSettings:
+    try:
+        e164 = normalize_number(raw or "", settings.default_region).value
+    except NumberError as exc:
+        raise SendRefused(422, "invalid_business_number", f"'business_number' is not a number: {exc}") \
+            from None
+    number = settings.business_number(e164)
+    if number is None:
+        raise SendRefused(422, "invalid_business_number", f"{e164} is not one of our business numbers")
+    if number not in sendable_numbers(settings, user):
+        raise SendRefused(403, "forbidden", f"you may not send from {e164}")
+    return number
+
+
+def _queue(session: Session, conversation: Conversation, user: User, final: str, media_urls) -> Message:
+    from gateway.models import Attachment
+
+    now = utcnow()
+    count = count_segments(final)
+    message = Message(
+        conversation_id=conversation.id, direction=Direction.outbound, body=final,
+        from_number=conversation.business_number, to_number=conversation.contact.number,
+        status=QUEUED, segments=count.segments, encoding=count.encoding, send_state=PENDING,
+        author_id=user.id, created_at=now,
+        attachments=[Attachment(position=i, source_url=url) for i, url in enumerate(media_urls)],
+    )
+    session.add(message)
+    conversation.unread = False   # replying is reading
+    if now >= conversation.last_message_at:
+        conversation.last_message_at = now
+        conversation.last_message_direction = Direction.outbound
+    session.flush()
+    return message
+
+
+def _create_once(sessions, user: User, idempotency_key: str | None, create) -> Created:
+    """Run `create` in one transaction; with an Idempotency-Key, at most once per user."""
+    key = (idempotency_key or "").strip()[:255] or None
+    if key is not None:
+        first = _message_for_key(sessions, user.id, key)
+        if first is not None:
+            return Created(first, is_new=False)
+    try:
+        with transaction(sessions) as session:
+            message = create(session)
+            if key is not None:
+                claimed = insert_ignoring_conflicts(
+                    session, IdempotencyKey,
+                    {"user_id": user.id, "key": key, "message_id": message.id, "created_at": utcnow()},
+                    index_elements=["user_id", "key"],
+                )
+                if claimed is None:
+                    raise _Repeated()
+            return Created(message.id, is_new=True)
+    except _Repeated:
+        # A concurrent request with the same key won: answer with its message.
+        return Created(_message_for_key(sessions, user.id, key), is_new=False)
+
+
+def _message_for_key(sessions, user_id: int, key: str) -> int | None:
+    with sessions() as session:
+        return session.scalar(
+            select(IdempotencyKey.message_id)
+            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        )
+
+
+def pending_message_ids(sessions: sessionmaker[Session], limit: int = 500) -> list[int]:
+    """Outbound messages not yet handed to the carrier, oldest first (for the sweeper)."""
+    with sessions() as session:
+        query = select(Message.id).where(Message.send_state == PENDING).order_by(Message.id).limit(limit)
+        return list(session.scalars(query))

@@ -1,0 +1,31 @@
+"""Segment counting: GSM-7 160/153 with extension characters as two; UCS-2 70/67 in UTF-16 units."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.segments import count_segments
+
+
+@pytest.mark.parametrize(
+    "label, text, encoding, segments",
+    [
+        ("empty", "", "gsm7", 1),
+        ("160 GSM-7 characters fit one segment", "a" * 160, "gsm7", 1),
+        ("161 split into two", "a" * 161, "gsm7", 2),
+        ("306 fill two parts of 153", "a" * 306, "gsm7", 2),
+        ("307 need a third", "a" * 307, "gsm7", 3),
+        ("extension characters count twice: 80 euros fit", "€" * 80, "gsm7", 1),
+        ("81 euros do not", "€" * 81, "gsm7", 2),
+        ("accented letters of the GSM alphabet stay GSM-7", "é" * 160, "gsm7", 1),
+        ("a newline is GSM-7", "Hi\nReply STOP to opt out.", "gsm7", 1),
+        ("one non-GSM letter makes it UCS-2", "ê" + "a" * 69, "ucs2", 1),
+        ("71 UCS-2 characters split", "ê" * 71, "ucs2", 2),
+        ("134 UCS-2 fill two parts of 67", "ê" * 134, "ucs2", 2),
+        ("emoji count as two UTF-16 units: 35 fit", "😀" * 35, "ucs2", 1),
+        ("36 emoji do not", "😀" * 36, "ucs2", 2),
+    ],
+)
+def test_segments_are_counted_as_carriers_count_them(label, text, encoding, segments):
+    count = count_segments(text)
+    assert (count.encoding, count.segments) == (encoding, segments), label
