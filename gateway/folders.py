@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -277,15 +276,9 @@ def normalize_folder_phones(raw_values: Iterable[str], default_region: str) -> l
 
 def normalize_folder_phone(raw: str, default_region: str) -> str:
     try:
-        number = normalize_phone(raw, default_region)
+        return normalize_phone(raw, default_region)
     except NumberError as exc:
         raise RowError(f"invalid phone: {exc}") from None
-    # normalize_phone accepts numbers dialable only locally ("555-0100" in the US), but
-    # such a number has no area code, so it can never equal a sender's full number.
-    reason = phonenumbers.is_possible_number_with_reason(phonenumbers.parse(number))
-    if reason == phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
-        raise RowError(f"invalid phone: {raw!r} has no area code")
-    return number
 
 
 # --- writing ----------------------------------------------------------------------------
