@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from gateway.api.errors import ApiError, bad_request, not_found
 from gateway.api.serializers import iso
 from gateway.db import transaction
-from gateway.live import NotificationStream
+from gateway.live import HEARTBEAT_S, NotificationStream
 from gateway.models import Notification, User
 from gateway.notifications import badges, latest_notification_id, list_notifications, mark_read
 from gateway.pagination import CursorError, parse_limit
@@ -76,7 +76,8 @@ def stream():
         raise bad_request("Last-Event-ID must be the id of a notification this stream sent")
     with runtime.sessions() as session:
         after_id = int(last_event_id) if last_event_id else latest_notification_id(session, g.user.id)
-    live = NotificationStream(runtime.sessions, runtime.redis_url, g.user.id, after_id, notification_json)
+    live = NotificationStream(runtime.sessions, runtime.redis_url, g.user.id, after_id, notification_json,
+                              heartbeat_s=current_app.config.get("SSE_HEARTBEAT_S", HEARTBEAT_S))
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
     return Response(live.events(), mimetype="text/event-stream", headers=headers)
 
