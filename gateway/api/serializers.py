@@ -41,6 +41,9 @@ def message_json(message: Message) -> dict:
         "segments": message.segments,
         "carrier_message_id": message.carrier_message_id,
         "keyword": message.keyword,
+        "encoding": message.encoding,            # outbound: gsm7 | ucs2
+        "error_code": message.error_code,        # outbound: the carrier's code when it failed
+        "error_message": message.error_message,
         "attachments": [attachment_json(a) for a in message.attachments],
         "created_at": iso(message.created_at),
     }
