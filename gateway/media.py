@@ -329,10 +329,9 @@ class Fetcher:
             raise RetryableMediaError(f"cannot connect to {host}: {type(exc).__name__}") from None
 
     def _content_type(self, response: requests.Response, declared_type: str | None) -> str:
-        declared = normalize_type(declared_type)
-        sent = normalize_type(response.headers.get("Content-Type"))
-        if sent in (None, "application/octet-stream", "binary/octet-stream"):
-            sent = declared  # some hosts do not say; the signature check still applies
+        declared = _specific(normalize_type(declared_type))
+        sent = _specific(normalize_type(response.headers.get("Content-Type"))) or declared
+        # (a host that does not say is taken at the carrier's word; the bytes are still checked)
         if sent is None:
             raise PermanentMediaError("no content type from the host or the carrier")
         if not type_allowed(sent, self.limits.allowed_content_types):
@@ -345,6 +344,11 @@ class Fetcher:
         if encoding not in ("", "identity"):
             raise PermanentMediaError(f"compressed body ({encoding}) refused")
         return sent
+
+
+def _specific(content_type: str | None) -> str | None:
+    """None for "some bytes": a type that says nothing about the file."""
+    return None if content_type in (None, "application/octet-stream", "binary/octet-stream") else content_type
 
 
 def _check_status(response: requests.Response, received_at: dt.datetime, now: dt.datetime) -> None:
