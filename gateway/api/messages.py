@@ -101,10 +101,4 @@ def _message(message_id: int) -> dict:
 
 
 def outbound_message_json(message: Message) -> dict:
-    """The message as every client sees it, plus what a sender wants to know."""
-    return {
-        **message_json(message),
-        "encoding": message.encoding,
-        "error_code": message.error_code,
-        "error_message": message.error_message,
-    }
+    return message_json(message)
