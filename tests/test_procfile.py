@@ -7,8 +7,12 @@ import shlex
 import signal
 import subprocess
 
+import psutil
 import pytest
+import redis
 import requests
+
+from gateway.redis_keys import dramatiq_heartbeats
 
 from tests.conftest import ROOT, wait_until
 from tests.workers.conftest import free_port
@@ -27,8 +31,14 @@ def start(command: str, env: dict[str, str]) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> int:
-    os.killpg(process.pid, signal.SIGTERM)
-    return process.wait(30)
+    """SIGTERM to the process the Procfile line started, as a process manager sends it;
+    the exit code, once it and every process it started are gone."""
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(30)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left running after SIGTERM: {alive}"
+    return code
 
 
 def test_the_web_line_serves_the_app_under_gunicorn(runtime, gateway_env, monkeypatch):
@@ -51,6 +61,9 @@ def test_the_web_line_serves_the_app_under_gunicorn(runtime, gateway_env, monkey
 def test_the_worker_and_scheduler_lines_start_and_stop_cleanly(runtime, gateway_env):
     env = {**os.environ, **gateway_env}
     processes = [start(procfile()[name], env) for name in ("worker", "scheduler")]
-    wait_until(lambda: all(p.poll() is None for p in processes), message="processes to be up")
+    # Both talk to the broker once up: two worker processes and the sweeper each beat.
+    heartbeats = redis.Redis.from_url(gateway_env["REDIS_URL"])
+    wait_until(lambda: heartbeats.zcard(dramatiq_heartbeats()) >= 3, message="worker and sweeper to be up")
+    heartbeats.close()
     assert [p.poll() for p in processes] == [None, None]
     assert [stop(p) for p in processes] == [0, 0]
