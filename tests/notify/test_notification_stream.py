@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 
@@ -11,7 +13,7 @@ from werkzeug.serving import make_server
 
 from gateway.carriers import twilio
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, inbound_form, wait_until
-from tests.notify.conftest import add_folder, notifications, receive
+from tests.notify.conftest import RECEIVER_SECRET, add_folder, notifications, receive
 
 CUSTOMER = "+14155550100"
 
@@ -149,3 +151,42 @@ def test_a_stream_rejects_a_last_event_id_it_never_sent(runtime, client, make_us
 
     assert response.status_code == 400
     assert response.json["error"]["code"] == "bad_request"
+
+
+@pytest.mark.processes
+def test_a_text_to_a_folders_number_reaches_its_resources_and_subscribers_everywhere_once(
+    runtime, server, open_stream, client, make_user, workers, receiver
+):
+    # Given a folder with sales and service resources, a subscriber on the number's team,
+    # a colleague who is neither, each with a stream open; a receiver; a worker process
+    _, sam = make_user("sam", "agent", ["sales"])
+    _, sue = make_user("sue", "agent", ["service"])
+    _, fan = make_user("fan", "agent", ["service"])
+    _, bob = make_user("bob", "agent", ["service"])
+    assert client.patch("/api/v1/me", json={"subscribe_all": True}, headers=fan).status_code == 200
+    add_folder(runtime, "cust-1", [CUSTOMER], sales="sam", service="sue")
+    streams = {name: open_stream(headers) for name, headers in
+               {"sam": sam, "sue": sue, "fan": fan, "bob": bob}.items()}
+    workers(threads=2)
+
+    # When the customer texts the service desk
+    post_text(server, CUSTOMER, "Is my order ready?")
+
+    # Then sam, sue and fan each see it once: on their stream, in their list, in their badges
+    told = {"sam": sam, "sue": sue, "fan": fan}
+    for name in told:
+        wait_until(lambda name=name: streams[name].events, message=f"{name}'s notification")
+    wait_until(lambda: receiver.events(answered=200), message="the event at the receiver")
+    for name, headers in told.items():
+        [listed] = notifications(client, headers)
+        assert [e["data"] for e in streams[name].events] == [listed]
+        assert listed["kind"] == "message.received"
+        assert client.get("/api/v1/badges", headers=headers).json["unread_notifications"] == 1
+    assert notifications(client, bob) == [] and streams["bob"].events == []
+    # ... and the configured receiver has it, signed
+    [event] = receiver.events(answered=200)
+    [request] = [r for r in receiver.received() if r["answered"] == 200]
+    assert event["type"] == "message.received"
+    assert event["data"]["message"]["id"] == listed["message_id"]
+    assert request["headers"]["X-Gateway-Signature"] == "sha256=" + hmac.new(
+        RECEIVER_SECRET.encode(), request["body"], hashlib.sha256).hexdigest()
