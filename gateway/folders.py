@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import BigInteger, String, Table, any_, delete, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import is_sqlite, transaction
@@ -344,10 +345,10 @@ def write_folders(session: Session, rows: list[FolderRow]) -> tuple[int, int, in
         for number in sorted(row.phones - stored_phones[folder_ids[row.external_id]].keys())
     ]
     for chunk in _chunks(stale_phone_ids, MAX_IDS_PER_STATEMENT):
-        session.execute(delete(FolderPhone).where(FolderPhone.id.in_(chunk)))
+        session.execute(delete(FolderPhone).where(_among(session, FolderPhone.id, chunk, BigInteger)))
     if fresh_phones:
-        insert = _dialect_insert(session)(FolderPhone.__table__)
-        session.execute(insert.on_conflict_do_nothing(index_elements=["folder_id", "number"]), fresh_phones)
+        insert, params = _bulk_insert(session, FolderPhone.__table__, fresh_phones)
+        session.execute(insert.on_conflict_do_nothing(index_elements=["folder_id", "number"]), params)
     return len(new), len(changed), len(rows) - len(new) - len(changed)
 
 
@@ -356,7 +357,7 @@ def _stored_folders(session: Session, external_ids: list[str]) -> dict[str, tupl
     for chunk in _chunks(external_ids, MAX_IDS_PER_STATEMENT):
         query = select(
             Folder.external_id, Folder.id, Folder.name, Folder.sales_resource, Folder.service_resource
-        ).where(Folder.external_id.in_(chunk))
+        ).where(_among(session, Folder.external_id, chunk, String))
         stored.update({external_id: tuple(rest) for external_id, *rest in session.execute(query)})
     return stored
 
@@ -366,7 +367,7 @@ def _stored_phones(session: Session, folder_ids: list[int]) -> defaultdict[int, 
     phones: defaultdict[int, dict[str, int]] = defaultdict(dict)
     for chunk in _chunks(folder_ids, MAX_IDS_PER_STATEMENT):
         query = select(FolderPhone.folder_id, FolderPhone.number, FolderPhone.id).where(
-            FolderPhone.folder_id.in_(chunk)
+            _among(session, FolderPhone.folder_id, chunk, BigInteger)
         )
         for folder_id, number, phone_id in session.execute(query):
             phones[folder_id][number] = phone_id
@@ -386,17 +387,7 @@ def _upsert_folders(session: Session, rows: list[FolderRow]) -> dict[str, int]:
     if not rows:
         return {}
     now = utcnow()
-    insert = _dialect_insert(session)(Folder.__table__)
-    upsert = insert.on_conflict_do_update(
-        index_elements=["external_id"],
-        set_={
-            "name": insert.excluded.name,
-            "sales_resource": insert.excluded.sales_resource,
-            "service_resource": insert.excluded.service_resource,
-            "updated_at": insert.excluded.updated_at,
-        },
-    ).returning(Folder.__table__.c.external_id, Folder.__table__.c.id)
-    params = [
+    values = [
         {
             "external_id": row.external_id,
             "name": row.name,
@@ -407,11 +398,43 @@ def _upsert_folders(session: Session, rows: list[FolderRow]) -> dict[str, int]:
         }
         for row in rows
     ]
+    table = Folder.__table__
+    insert, params = _bulk_insert(session, table, values)
+    upsert = insert.on_conflict_do_update(
+        index_elements=["external_id"],
+        set_={
+            "name": insert.excluded.name,
+            "sales_resource": insert.excluded.sales_resource,
+            "service_resource": insert.excluded.service_resource,
+            "updated_at": insert.excluded.updated_at,
+        },
+    ).returning(table.c.external_id, table.c.id)
     return dict(session.execute(upsert, params).all())
 
 
-def _dialect_insert(session: Session):
-    return sqlite.insert if is_sqlite(session) else postgresql.insert
+# Many rows in one statement, per dialect. SQLite: an executemany, which its driver runs
+# in C without re-parsing. PostgreSQL: one array per column and `unnest`, so the statement
+# carries a handful of parameters; an executemany or a VALUES list with thousands of
+# placeholders is parsed and sent row by row by psycopg, which made imports 3x slower.
+
+
+def _bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]):
+    """(INSERT of all `rows`, parameters to execute it with); callers add ON CONFLICT and RETURNING."""
+    if is_sqlite(session):
+        return sqlite.insert(table), rows
+    columns = list(rows[0])
+    source = func.unnest(
+        *(literal([row[name] for row in rows], ARRAY(table.c[name].type)) for name in columns)
+    ).table_valued(*columns).render_derived()
+    insert = postgresql.insert(table).from_select(columns, select(*(source.c[name] for name in columns)))
+    return insert, None
+
+
+def _among(session: Session, column, values: list, item_type):
+    """`column IN (values)`; on PostgreSQL `column = ANY(array)`, one parameter (see above)."""
+    if is_sqlite(session):
+        return column.in_(values)
+    return column == any_(literal(values, ARRAY(item_type)))
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
