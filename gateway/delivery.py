@@ -317,3 +317,51 @@ def _apply(session: Session, message: Message, event: StatusEvent) -> None:
             .where(Conversation.id == message.conversation_id)
         )
         _opt_out(contact)
+
+
+# --- the sweeper's pass ------------------------------------------------------------------
+
+SWEEP_AFTER = dt.timedelta(minutes=1)   # unsent this long with no task seen: assume it was lost
+SWEPT_MARK_TTL_S = 300
+
+
+def find_unsent_messages(sessions: sessionmaker[Session], *, older_than: dt.timedelta = SWEEP_AFTER,
+                         limit: int = 500) -> list[int]:
+    """Outbound messages still unsent a while after they were created or last tried."""
+    cutoff = utcnow() - older_than
+    with sessions() as session:
+        query = (
+            select(Message.id)
+            .where(Message.send_state.in_(UNSENT), Message.created_at < cutoff,
+                   (Message.attempted_at.is_(None)) | (Message.attempted_at < cutoff))
+            .order_by(Message.id).limit(limit)
+        )
+        return list(session.scalars(query))
+
+
+def sweep(runtime, *, older_than: dt.timedelta = SWEEP_AFTER) -> int:
+    """Hand lost sends back to the queue (the broker was down at enqueue, or Redis lost
+    the task), each at most once per `SWEPT_MARK_TTL_S`. An extra task for a message that
+    is merely waiting its turn is harmless: the attempt is claimed by compare-and-set."""
+    import redis
+
+    from gateway.broker import OUTBOUND_QUEUE
+    from gateway.redis_keys import outbound_swept
+
+    enqueued = 0
+    client = redis.Redis.from_url(runtime.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0)
+    try:
+        for message_id in find_unsent_messages(runtime.sessions, older_than=older_than):
+            if not client.set(outbound_swept(message_id), "1", nx=True, ex=SWEPT_MARK_TTL_S):
+                continue
+            if not runtime.enqueue(OUTBOUND_QUEUE, SEND_ACTOR, message_id):
+                client.delete(outbound_swept(message_id))
+                break
+            enqueued += 1
+    except Exception:
+        log.exception("outbound sweep failed; will retry")
+    finally:
+        client.close()
+    if enqueued:
+        log.info("sweeper re-enqueued unsent messages", extra={"count": enqueued})
+    return enqueued

@@ -119,10 +119,13 @@ def reply(
 
 
 def start(
-    sessions: sessionmaker[Session], settings: Settings, user: User, business_number: str, to: str,
+    sessions: sessionmaker[Session], settings: Settings, user: User | None, business_number: str, to: str,
     body: str, media_urls: list[str], idempotency_key: str | None = None,
 ) -> Created:
-    """Queue a text to `to` from a business number, in its open conversation or a new one."""
+    """Queue a text to `to` from a business number, in its open conversation or a new one.
+
+    `user` None is the operator at the CLI: any configured number, no author.
+    """
     number = _sendable_number(settings, user, business_number)
     try:
         destination = normalize_phone(to or "", settings.default_region)
@@ -204,12 +207,14 @@ def _sendable_number(settings: Settings, user: User, raw: str) -> BusinessNumber
     number = settings.business_number(e164)
     if number is None:
         raise SendRefused(422, "invalid_business_number", f"{e164} is not one of our business numbers")
-    if number not in sendable_numbers(settings, user):
+    if user is not None and number not in sendable_numbers(settings, user):
         raise SendRefused(403, "forbidden", f"you may not send from {e164}")
     return number
 
 
-def _queue(session: Session, conversation: Conversation, user: User, final: str, media_urls) -> Message:
+def _queue(
+    session: Session, conversation: Conversation, user: User | None, final: str, media_urls
+) -> Message:
     from gateway.models import Attachment
 
     now = utcnow()
@@ -218,7 +223,7 @@ def _queue(session: Session, conversation: Conversation, user: User, final: str,
         conversation_id=conversation.id, direction=Direction.outbound, body=final,
         from_number=conversation.business_number, to_number=conversation.contact.number,
         status=QUEUED, segments=count.segments, encoding=count.encoding, send_state=PENDING,
-        author_id=user.id, created_at=now,
+        author_id=user.id if user is not None else None, created_at=now,
         attachments=[Attachment(position=i, source_url=url) for i, url in enumerate(media_urls)],
     )
     session.add(message)
@@ -230,9 +235,11 @@ def _queue(session: Session, conversation: Conversation, user: User, final: str,
     return message
 
 
-def _create_once(sessions, user: User, idempotency_key: str | None, create) -> Created:
+def _create_once(sessions, user: User | None, idempotency_key: str | None, create) -> Created:
     """Run `create` in one transaction; with an Idempotency-Key, at most once per user."""
     key = (idempotency_key or "").strip()[:255] or None
+    if user is None:
+        key = None  # keys are per user; the CLI has none
     if key is not None:
         first = _message_for_key(sessions, user.id, key)
         if first is not None:

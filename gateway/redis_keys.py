@@ -24,6 +24,8 @@ every worker process and host:
                                                     member "<segments>:<message id>:<n>",
                                                     score = admission time (ms); the
                                                     gate that no window exceeds the limit
+    gateway:outbound:swept:<message id>  string, 5 min TTL  set (SET NX) when the sweeper
+                                                    re-enqueues an unsent outbound message
 """
 
 from __future__ import annotations
@@ -55,3 +57,8 @@ def send_rate_window(business_number: str) -> str:
 def send_rate_schedule(business_number: str) -> str:
     """String: the next free send slot of a business number (Redis server time, ms)."""
     return f"gateway:ratelimit:next:{business_number}"
+
+
+def outbound_swept(message_id: int) -> str:
+    """String, 5 min TTL: set (SET NX) when the sweeper re-enqueues an unsent message."""
+    return f"gateway:outbound:swept:{message_id}"

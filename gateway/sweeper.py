@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 
-from gateway import media, notifications
+from gateway import delivery, media, notifications
 from gateway.broker import DEFAULT_HEARTBEAT_TIMEOUT_MS, INBOUND_QUEUE, build_broker, run_maintenance
 from gateway.inbound import PROCESS_INBOUND_ACTOR, find_unenqueued_events, mark_not_enqueued
 from gateway.runtime import Runtime
@@ -55,6 +55,7 @@ class Sweeper:
             log.info("sweeper re-enqueued stored events", extra={"count": enqueued})
         notifications.sweep(self.runtime)  # lost notify tasks and event deliveries
         media.sweep(self.runtime)  # attachments still pending: lost or failed tasks
+        delivery.sweep(self.runtime)  # outbound texts whose send task was lost
         self._maintain_broker()
         return enqueued
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.cli import config_cmd, db_cmd, folders_cmd, serve_cmd, simulate_cmd, users_cmd
+from gateway.cli import config_cmd, db_cmd, folders_cmd, send_cmd, serve_cmd, simulate_cmd, users_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -12,5 +12,5 @@ def main() -> None:
     """SMS gateway with a shared customer inbox."""
 
 
-for module in (serve_cmd, db_cmd, config_cmd, users_cmd, folders_cmd, simulate_cmd):
+for module in (serve_cmd, db_cmd, config_cmd, users_cmd, folders_cmd, simulate_cmd, send_cmd):
     module.register(main)
