@@ -6,7 +6,7 @@ import logging
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,10 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Counters summed over every web process, and backlogs read from the database."""
+    from gateway.metrics import render
+
+    return Response(render(current_app.extensions["gateway"]), mimetype=CONTENT_TYPE_LATEST)
 
 
 def _check_database(runtime) -> str:

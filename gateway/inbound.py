@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import insert_ignoring_conflicts, is_sqlite, transaction
 from gateway.messaging import InboundMessage
-from gateway.metrics import ROUTING_OUTCOMES
+from gateway.metrics import ROUTING_OUTCOMES, WEBHOOK_STORE_RETRIES
 from gateway.models import (
     Attachment,
     Contact,
@@ -41,6 +43,12 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 PROCESS_INBOUND_ACTOR = "process_inbound_event"
+
+# Holding a webhook through a database outage: within the carrier's 15 s timeout, with
+# room left for the rest of the request.
+STORE_RETRY_WINDOW_S = 10.0
+STORE_FIRST_BACKOFF_S = 0.1
+STORE_MAX_BACKOFF_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,38 @@ def store_event(
         "enqueued_at": now if routable else None,
         "attempts": 0,
     }
-    with transaction(sessions) as session:
-        event_id = insert_ignoring_conflicts(
-            session, InboundEvent, values, index_elements=["carrier", "carrier_message_id"]
-        )
-    return StoredEvent(event_id, routable)
+    return StoredEvent(_insert_event(sessions, values), routable)
+
+
+def _insert_event(sessions: sessionmaker[Session], values: dict, window_s: float = STORE_RETRY_WINDOW_S):
+    """INSERT the event and commit, holding the request through a short database outage.
+
+    A PostgreSQL restart or failover takes seconds; the carrier waits 15 s. Retrying the
+    commit with backoff for up to `window_s` keeps the rule "committed before answered"
+    without a second store to replay (README: "A database outage during ingest"). Past
+    the window the error goes up, the carrier gets a 500 and retries, and the repeated
+    MessageSid is stored once.
+    """
+    deadline = time.monotonic() + window_s
+    delay = STORE_FIRST_BACKOFF_S
+    while True:
+        try:
+            with transaction(sessions) as session:
+                return insert_ignoring_conflicts(
+                    session, InboundEvent, values, index_elements=["carrier", "carrier_message_id"]
+                )
+        except (OperationalError, InterfaceError) as exc:
+            # SQLite's only operational error here is a lock its busy timeout already waited on.
+            if is_sqlite(sessions.kw["bind"]) or time.monotonic() + delay > deadline:
+                raise
+            WEBHOOK_STORE_RETRIES.inc()
+            log.warning(
+                "database unreachable while storing a webhook; retrying",
+                extra={"message_sid": values["carrier_message_id"], "retry_in_s": delay,
+                       "error": type(exc.orig).__name__},
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, STORE_MAX_BACKOFF_S)
 
 
 def mark_not_enqueued(sessions: sessionmaker[Session], event_id: int) -> None:

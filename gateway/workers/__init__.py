@@ -7,6 +7,9 @@ JSON scalars (ids) and read everything else from the database.
 
 from __future__ import annotations
 
+# First: chooses prometheus_client's multiprocess storage before anything imports it.
+from gateway.worker_metrics import prometheus_middleware  # isort: skip
+
 import dramatiq
 
 from gateway.broker import build_broker
@@ -17,6 +20,7 @@ from gateway.workers.middleware import WorkerHeartbeat, default_middleware
 configure_logging()
 broker = build_broker(get_runtime().redis_url, middleware=default_middleware())
 broker.add_middleware(WorkerHeartbeat())
+broker.add_middleware(prometheus_middleware())  # metrics on 127.0.0.1 (gateway/worker_metrics.py)
 dramatiq.set_broker(broker)
 
 import gateway.workers.events  # noqa: E402,F401  (notifications: event webhooks)
