@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import BigInteger, String, Table, any_, delete, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import is_sqlite, transaction
@@ -61,6 +62,10 @@ MAX_IDS_PER_STATEMENT = 5_000
 
 class FolderFileError(Exception):
     """The file as a whole cannot be imported (missing, not UTF-8, no usable header)."""
+
+
+class FolderImportError(Exception):
+    """The database failed mid-import; the batches before the failure stay committed."""
 
 
 class RowError(ValueError):
@@ -315,8 +320,14 @@ def import_folders(
 
 
 def _write_batch(sessions: sessionmaker[Session], rows: list[FolderRow], report: ImportReport) -> None:
-    with transaction(sessions) as session:
-        imported, updated, unchanged = write_folders(session, rows)
+    try:
+        with transaction(sessions) as session:
+            imported, updated, unchanged = write_folders(session, rows)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        written = report.imported + report.updated + report.unchanged
+        kept = f"the {written} good rows before it are saved" if written else "nothing was saved"
+        raise FolderImportError(f"database error at line {rows[0].line}: {reason}; {kept}") from exc
     report.imported += imported
     report.updated += updated
     report.unchanged += unchanged

@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.cli.common import runtime_or_exit
-from gateway.folders import FolderFileError, ImportReport, import_folders, open_folder_file
+from gateway.folders import (
+    FolderFileError,
+    FolderImportError,
+    ImportReport,
+    import_folders,
+    open_folder_file,
+)
 
 PROGRESS_EVERY_ROWS = 10_000
 
@@ -34,7 +39,8 @@ Outcome:
   reason and changes nothing; the good rows are still imported and the
   exit status is 0. The exit status is 1 only when the file as a whole
   cannot be read (missing, not UTF-8, no external_id/name header) or the
-  database fails.
+  database fails; rows are committed in batches of 2,000, so the error
+  says which rows before the failure were saved.
 """
 
 
@@ -54,13 +60,8 @@ def import_command(file: str) -> None:
     started, region = time.monotonic(), runtime.settings.default_region
     try:
         report = import_folders(runtime.sessions, source, region, on_progress=_progress_printer(source.lines))
-    except FolderFileError as exc:
+    except (FolderFileError, FolderImportError) as exc:
         raise click.ClickException(str(exc)) from None
-    except SQLAlchemyError as exc:
-        reason = getattr(exc, "orig", None) or exc
-        raise click.ClickException(
-            f"database error, folders from earlier batches are kept: {str(reason).splitlines()[0]}"
-        ) from None
     click.echo(_summary(report, file, time.monotonic() - started))
     for rejection in report.rejected:
         click.echo(f"line {rejection.line}: {rejection.reason}")

@@ -119,6 +119,19 @@ def test_a_file_that_cannot_be_read_exits_non_zero_with_one_line(
     assert stored_folders(runtime) == {}
 
 
+def test_a_database_without_the_schema_is_a_one_line_error(config_dir, tmp_path):
+    path = tmp_path / "folders.csv"
+    path.write_text(HEADER + "C-1,Acme,4155550100,,\n")
+    env = {"GATEWAY_CONFIG": str(config_dir), "DATABASE_URL": f"sqlite:///{tmp_path / 'never-upgraded.db'}"}
+
+    result = CliRunner().invoke(main, ["folders", "import", str(path)], env=env)
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "Error: database error at line 2: no such table: folders; nothing was saved"
+    ]
+
+
 def test_help_explains_the_file_format_and_the_exit_status():
     result = CliRunner().invoke(main, ["folders", "import", "--help"])
 
