@@ -9,9 +9,7 @@ attachment. Everything a customer's phone sends is kept, and nothing else is fet
 - credentials only to the carrier's own API host, never to the CDN it redirects to;
 - size caps (per file, per message) enforced while streaming, never after;
 - the content type the host sends must be allowed, agree with the type the carrier
-  declared in the webhook, and agree with the file's first bytes (the signature table
-  below: no maintained sniffing library is installed, and the few types phones send have
-  well-known signatures);
+  declared in the webhook, and agree with the file's first bytes (gateway/media_types.py);
 - connect, read and whole-download timeouts.
 
 Files are content-addressed under MEDIA_DIR (`ab/abcdef...`), written to a temporary file
@@ -44,6 +42,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.broker import MEDIA_QUEUE
 from gateway.db import is_sqlite, transaction
+from gateway.media_types import (
+    SIGNATURE_BYTES,
+    TEXT_TYPES,
+    ContentMismatch,
+    check_signature,
+    normalize_type,
+    type_allowed,
+    verifiable,
+)
 from gateway.models import Attachment, AttachmentStatus, Direction, InboundEvent, Message, utcnow
 from gateway.settings import CarrierSettings, MediaSection
 
@@ -53,7 +60,6 @@ FETCH_ATTACHMENT_ACTOR = "fetch_attachment"
 # Twilio may answer 404 for a moment after its webhook: retry a 404 within this window.
 NOT_FOUND_GRACE = dt.timedelta(minutes=1)
 CHUNK_BYTES = 64 * 1024
-SNIFF_BYTES = 64  # enough for every signature below
 MAX_REASON_CHARS = 500
 
 
@@ -144,122 +150,6 @@ def check_addresses(host: str, port: int, patterns) -> None:
             continue
         if not any(address in network for network in networks):
             raise PermanentMediaError(f"{host} resolves to {address}: a non-public address, not allowed")
-
-
-# --- content types ---------------------------------------------------------------------
-
-# Other names phones and carriers use for the same types.
-TYPE_ALIASES = {
-    "image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-ms-bmp": "image/bmp",
-    "audio/mp3": "audio/mpeg", "audio/x-mp3": "audio/mpeg", "audio/mpeg3": "audio/mpeg",
-    "audio/x-wav": "audio/wav", "audio/wave": "audio/wav", "audio/vnd.wave": "audio/wav",
-    "audio/x-m4a": "audio/mp4", "audio/m4a": "audio/mp4", "audio/aacp": "audio/aac",
-    "audio/x-aac": "audio/aac", "audio/3gp": "audio/3gpp", "video/3gp": "video/3gpp",
-    "text/x-vcard": "text/vcard", "text/directory": "text/vcard", "application/x-pdf": "application/pdf",
-}
-
-
-def normalize_type(value: str | None) -> str | None:
-    if not value:
-        return None
-    base = value.split(";", 1)[0].strip().lower()
-    return TYPE_ALIASES.get(base, base) or None
-
-
-def type_allowed(content_type: str, patterns) -> bool:
-    family = content_type.split("/", 1)[0] + "/*"
-    allowed = {normalize_type(p) for p in patterns}
-    return content_type in allowed or family in allowed
-
-
-def _prefix(*signatures: bytes):
-    return lambda head: head.startswith(signatures)
-
-
-def _riff(kind: bytes):
-    return lambda head: head[:4] == b"RIFF" and head[8:12] == kind
-
-
-HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
-
-
-def _is_heif(head: bytes) -> bool:
-    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
-
-
-def _is_iso_media(head: bytes) -> bool:
-    """MP4, QuickTime, 3GPP and M4A: an ISO base media file ('ftyp' box), not a HEIF image."""
-    return head[4:8] == b"ftyp" and head[8:12] not in HEIF_BRANDS
-
-
-def _is_mpeg_audio(head: bytes) -> bool:
-    return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
-
-
-def _is_adts(head: bytes) -> bool:
-    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0
-
-
-# The first bytes each binary type must start with.
-SIGNATURES = {
-    "image/jpeg": _prefix(b"\xff\xd8\xff"),
-    "image/png": _prefix(b"\x89PNG\r\n\x1a\n"),
-    "image/gif": _prefix(b"GIF87a", b"GIF89a"),
-    "image/webp": _riff(b"WEBP"),
-    "image/bmp": _prefix(b"BM"),
-    "image/tiff": _prefix(b"II*\x00", b"MM\x00*"),
-    "image/heic": _is_heif,
-    "image/heif": _is_heif,
-    "application/pdf": _prefix(b"%PDF-"),
-    "audio/mpeg": _is_mpeg_audio,
-    "audio/aac": _is_adts,
-    "audio/amr": _prefix(b"#!AMR"),
-    "audio/ogg": _prefix(b"OggS"),
-    "audio/wav": _riff(b"WAVE"),
-    "audio/webm": _prefix(b"\x1aE\xdf\xa3"),
-    "audio/mp4": _is_iso_media,
-    "audio/3gpp": _is_iso_media,
-    "video/mp4": _is_iso_media,
-    "video/quicktime": _is_iso_media,
-    "video/3gpp": _is_iso_media,
-    "video/3gpp2": _is_iso_media,
-    "video/webm": _prefix(b"\x1aE\xdf\xa3"),
-    "video/ogg": _prefix(b"OggS"),
-    "video/mpeg": _prefix(b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"),
-    "video/x-msvideo": _riff(b"AVI "),
-}
-# Text types have no signature: they must be UTF-8 without NUL bytes (a vCard must also
-# begin like one).
-TEXT_TYPES = {"text/plain", "text/vcard"}
-
-
-def verifiable(content_type: str) -> bool:
-    return content_type in SIGNATURES or content_type in TEXT_TYPES
-
-
-def looks_like(head: bytes) -> str:
-    """A name for what the bytes appear to be, for the failure reason."""
-    for name, matches in SIGNATURES.items():
-        if matches(head):
-            return name
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "text/html"
-    if text.startswith(b"<?xml") or text.startswith(b"<svg"):
-        return "xml"
-    return "unknown data"
-
-
-def check_signature(content_type: str, head: bytes) -> None:
-    """Raise PermanentMediaError unless the first bytes agree with `content_type`."""
-    if content_type == "text/vcard":
-        ok = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:11].upper() == b"BEGIN:VCARD"
-    elif content_type == "text/plain":
-        ok = b"\x00" not in head  # served as text/plain with nosniff: HTML in it is inert
-    else:
-        ok = SIGNATURES[content_type](head)
-    if not ok:
-        raise PermanentMediaError(f"the bytes are not {content_type} (they look like {looks_like(head)})")
 
 
 # --- fetching --------------------------------------------------------------------------
@@ -393,8 +283,8 @@ def _stream_to_store(
                     raise PermanentMediaError(f"larger than the {budget_name} of {budget} bytes")
                 if not checked:
                     head += chunk
-                    if len(head) >= SNIFF_BYTES:
-                        check_signature(content_type, head)
+                    if len(head) >= SIGNATURE_BYTES:
+                        _check_signature(content_type, head)
                         checked = True
                 _check_text(text, chunk, content_type)
                 digest.update(chunk)
@@ -402,7 +292,7 @@ def _stream_to_store(
             if size == 0:
                 raise PermanentMediaError("the media host sent an empty file")
             if not checked:
-                check_signature(content_type, head)
+                _check_signature(content_type, head)
             _check_text(text, b"", content_type, final=True)
             temp.flush()
             os.fsync(temp.fileno())
@@ -410,6 +300,13 @@ def _stream_to_store(
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _check_signature(content_type: str, head: bytes) -> None:
+    try:
+        check_signature(content_type, head)
+    except ContentMismatch as exc:
+        raise PermanentMediaError(str(exc)) from None
 
 
 def _check_text(decoder, chunk: bytes, content_type: str, final: bool = False) -> None:
