@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import is_sqlite, transaction
-from gateway.models import Folder, FolderPhone, utcnow
+from gateway.models import Folder, FolderPhone, User, utcnow
 from gateway.phone import NumberError, normalize_phone
 
 DEFAULT_BATCH_SIZE = 2_000
@@ -95,6 +95,10 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    # Resources are user names, resolved when a text arrives (gateway/notifications.py).
+    # A name with no user yet is imported, but the operator should hear about it now:
+    # name -> how many imported rows use it.
+    unknown_resources: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,7 @@ def import_folders(
 ) -> ImportReport:
     """Validate every row and write the good ones, one transaction per batch."""
     report = ImportReport()
+    resources: Counter[str] = Counter()
     batch: list[FolderRow] = []
     for item in read_folders(source, default_region):
         report.rows += 1
@@ -307,6 +312,7 @@ def import_folders(
             report.rejected.append(item)
             continue
         batch.append(item)
+        resources.update({name for name in (item.sales_resource, item.service_resource) if name})
         if len(batch) >= batch_size:
             _write_batch(sessions, batch, report)
             if on_progress:
@@ -316,7 +322,16 @@ def import_folders(
         _write_batch(sessions, batch, report)
     if on_progress:
         on_progress(report.rows, source.lines)
+    report.unknown_resources = _unknown_user_names(sessions, resources)
     return report
+
+
+def _unknown_user_names(sessions: sessionmaker[Session], names: Counter[str]) -> dict[str, int]:
+    known: set[str] = set()
+    with sessions() as session:
+        for chunk in _chunks(sorted(names), MAX_IDS_PER_STATEMENT):
+            known.update(session.scalars(select(User.name).where(_among(session, User.name, chunk, String))))
+    return {name: count for name, count in sorted(names.items()) if name not in known}
 
 
 def _write_batch(sessions: sessionmaker[Session], rows: list[FolderRow], report: ImportReport) -> None:

@@ -235,6 +235,18 @@ def test_a_large_file_is_written_in_batches_and_reports_progress(runtime, tmp_pa
     assert folders["C-24"] == ("Folder 24", None, None, ["+14155550024", "+14156660024"])
 
 
+def test_resources_that_name_no_user_are_imported_and_reported(runtime, make_user, tmp_path):
+    make_user("alice", "agent", ("sales",))
+
+    report = import_text(runtime, tmp_path, "folders.csv", HEADER
+                         + "C-1,Acme,,alice,bob\n"
+                         + "C-2,Beta,,bob,\n"
+                         + "C-3,Gamma,,,Carol\n")
+
+    assert report.unknown_resources == {"Carol": 1, "bob": 2}
+    assert stored_folders(runtime)["C-1"] == ("Acme", "alice", "bob", [])
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [

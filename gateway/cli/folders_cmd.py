@@ -41,6 +41,8 @@ Outcome:
   cannot be read (missing, not UTF-8, no external_id/name header) or the
   database fails; rows are committed in batches of 2,000, so the error
   says which rows before the failure were saved.
+  sales_resource and service_resource are user names: a name that is no
+  user yet is imported and listed in a note at the end.
 """
 
 
@@ -65,6 +67,9 @@ def import_command(file: str) -> None:
     click.echo(_summary(report, file, time.monotonic() - started))
     for rejection in report.rejected:
         click.echo(f"line {rejection.line}: {rejection.reason}")
+    for name, rows in report.unknown_resources.items():
+        rows_text = "1 row" if rows == 1 else f"{rows} rows"
+        click.echo(f"note: resource {name!r} on {rows_text} is no user yet; add it with `gateway users add`")
 
 
 def _progress_printer(total_lines: int):

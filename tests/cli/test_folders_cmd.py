@@ -31,7 +31,10 @@ def stored_folders(runtime) -> dict[str, tuple]:
         }
 
 
-def test_import_prints_the_summary_and_each_rejected_row_and_exits_zero(gateway, runtime, tmp_path):
+def test_import_prints_the_summary_and_each_rejected_row_and_exits_zero(
+    gateway, runtime, make_user, tmp_path
+):
+    make_user("alice", "agent", ("sales",))
     path = tmp_path / "folders.csv"
     path.write_text(
         HEADER
@@ -49,6 +52,7 @@ def test_import_prints_the_summary_and_each_rejected_row_and_exits_zero(gateway,
     assert lines[1:] == [
         "line 3: name is missing",
         "line 4: invalid phone: 'call me' is a sender id, not a phone number",
+        "note: resource 'bob' on 1 row is no user yet; add it with `gateway users add`",
     ]
     assert stored_folders(runtime) == {
         "C-1": ("Acme", "alice", ["+14155550100", "+14155550101"]),
