@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from gateway.folders import FolderFileError, Rejection, import_folders, open_folder_file
 from gateway.models import Folder
+from tests.conftest import wait_until
 
 HEADER = "external_id,name,phones,sales_resource,service_resource\n"
 
@@ -273,3 +274,37 @@ def test_a_file_that_cannot_be_read_as_a_whole_imports_nothing(runtime, tmp_path
 def test_a_missing_file_is_named_in_the_error(tmp_path):
     with pytest.raises(FolderFileError, match=r"cannot read .*missing\.csv: No such file or directory"):
         open_folder_file(tmp_path / "missing.csv")
+
+
+@pytest.mark.processes
+def test_texts_from_imported_phones_land_in_the_matched_ambiguous_or_no_folder(
+    runtime, tmp_path, carrier, client, admin_headers, workers
+):
+    # Given folders imported with phones written the way a CRM writes them
+    import_text(runtime, tmp_path, "folders.csv", HEADER
+                + "C-1,Acme,(415) 555-0100,,\n"
+                + "C-2,Beta,415.555.0177,,\n"
+                + "C-3,Gamma,+1 415 555 0177,,\n")
+    ids = {external_id: folder_id for external_id, folder_id in _folder_ids(runtime)}
+    workers(threads=2)
+
+    # When the carrier delivers texts from those numbers and from an unknown one
+    for sender in ("+14155550100", "+14155550177", "+14155550999"):
+        assert carrier.inbound(sender, "hello").status_code == 200
+
+    # Then each conversation is matched the way the folders say
+    def conversations():
+        data = client.get("/api/v1/conversations", headers=admin_headers).get_json()["data"]
+        return data if len(data) == 3 else None
+
+    by_sender = {c["contact"]["number"]: c for c in wait_until(conversations, message="three conversations")}
+    assert by_sender["+14155550100"]["folder_match"] == "matched"
+    assert by_sender["+14155550100"]["folder"] == {"id": ids["C-1"], "name": "Acme"}
+    assert by_sender["+14155550177"]["folder_match"] == "ambiguous"
+    assert by_sender["+14155550177"]["candidate_folder_ids"] == sorted([ids["C-2"], ids["C-3"]])
+    assert by_sender["+14155550999"]["folder_match"] == "none"
+
+
+def _folder_ids(runtime):
+    with runtime.sessions() as session:
+        return session.execute(select(Folder.external_id, Folder.id)).all()
