@@ -256,7 +256,9 @@ def _check_status(response: requests.Response, received_at: dt.datetime, now: dt
 def _chunks(response: requests.Response, deadline: float):
     try:
         while True:
-            chunk = response.raw.read(CHUNK_BYTES, decode_content=False)
+            # read1: whatever has arrived (up to a chunk), so that a host dripping a byte at
+            # a time, each within the read timeout, still meets the whole-download deadline.
+            chunk = response.raw.read1(CHUNK_BYTES, decode_content=False)
             if not chunk:
                 return
             yield chunk

@@ -27,6 +27,7 @@ max_file_bytes = {MAX_FILE_BYTES}
 max_message_bytes = {MAX_MESSAGE_BYTES}
 connect_timeout_s = 2
 read_timeout_s = 0.5
+download_timeout_s = 2
 """
 
 

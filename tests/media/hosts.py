@@ -154,6 +154,24 @@ def silent_until_released(host: MediaHost):
     return route
 
 
+def dripping(host: MediaHost, head: bytes, content_type: str):
+    """The first bytes, then one byte at a time, each well within the read timeout."""
+
+    def route(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.end_headers()
+        try:
+            handler.wfile.write(head)
+            while not host.release.wait(0.1):
+                handler.wfile.write(b"\x00")
+                handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            host.bytes_sent_before_hangup.append(-1)
+
+    return route
+
+
 def endless(host: MediaHost, head: bytes, content_type: str, total: int):
     """A body of `total` bytes with no Content-Length, written until the client hangs up;
     records how many bytes it got out before that."""

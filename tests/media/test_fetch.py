@@ -22,6 +22,7 @@ from tests.media.hosts import (
     JPEG,
     PDF,
     PNG,
+    dripping,
     endless,
     file,
     no_content,
@@ -257,14 +258,23 @@ def test_a_404_after_the_first_minute_is_final(runtime, carrier, client, hosts, 
     assert the_message(client, admin_headers)["attachments"][0]["error"] == "media host answered 404"
 
 
-@pytest.mark.parametrize("trouble", ["503", "read timeout"])
+TROUBLE = {
+    "503": (lambda host: status(503), "media host answered 503"),
+    "read timeout": (silent_until_released, "127.0.0.2 did not answer in time"),
+    "a trickle slower than the download timeout": (
+        lambda host: dripping(host, JPEG[:100], "image/jpeg"),
+        "download took longer than the download timeout",
+    ),
+}
+
+
+@pytest.mark.parametrize("trouble", list(TROUBLE))
 def test_temporary_trouble_is_retried_until_the_give_up_time_then_recorded(
     runtime, carrier, client, hosts, admin_headers, trouble
 ):
-    respond = status(503) if trouble == "503" else silent_until_released(hosts.cdn)
-    url = hosts.cdn.route("/ME1.jpg", respond)
+    respond, expected = TROUBLE[trouble]
+    url = hosts.cdn.route("/ME1.jpg", respond(hosts.cdn))
     [attachment_id] = attachment_ids(runtime, receive_mms(runtime, carrier, [url]))
-    expected = "media host answered 503" if trouble == "503" else "127.0.0.2 did not answer in time"
 
     with pytest.raises(media.RetryableMediaError) as raised:
         fetch(runtime, attachment_id)
