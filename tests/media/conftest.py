@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -48,10 +49,16 @@ def carrier_options() -> str:
 
 
 @pytest.fixture
-def config_dir(tmp_path, hosts, carrier_options):
+def allowed_hosts() -> list[str]:
+    """The carrier's `media_hosts`; parametrize to change them."""
+    return ["127.0.0.1", "127.0.0.2"]
+
+
+@pytest.fixture
+def config_dir(tmp_path, hosts, carrier_options, allowed_hosts):
     carrier_lines = (
         f'api_base = "{hosts.carrier.base_url}"\n'
-        'media_hosts = ["127.0.0.1", "127.0.0.2"]\n'
+        f"media_hosts = {json.dumps(allowed_hosts)}\n"
         f"{carrier_options}\n"
     )
     marker = 'kind = "twilio"\n'

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,22 @@ def test_a_media_url_on_a_host_that_is_not_allowed_is_never_requested(
     assert host.requests == []
     [attachment] = the_message(client, admin_headers)["attachments"]
     assert (attachment["status"], attachment["error"]) == ("failed", f"{name} is not an allowed media host")
+
+
+@pytest.mark.parametrize("allowed_hosts", [["localhost", "127.0.0.2"]])
+def test_an_allowed_name_that_resolves_to_an_unlisted_loopback_address_is_never_requested(
+    runtime, carrier, client, hosts, admin_headers
+):
+    # "localhost" is allowed by name, but its address 127.0.0.1 is not listed.
+    hosts.carrier.route("/ME1.jpg", file(JPEG, "image/jpeg"))
+    url = f"http://localhost:{hosts.carrier.port}/ME1.jpg"
+    [attachment_id] = attachment_ids(runtime, receive_mms(runtime, carrier, [url]))
+
+    assert fetch(runtime, attachment_id) == "failed"
+
+    assert hosts.carrier.requests == []
+    error = the_message(client, admin_headers)["attachments"][0]["error"]
+    assert re.fullmatch(r"localhost resolves to (127\.0\.0\.1|::1): a non-public address, not allowed", error)
 
 
 def test_a_redirect_to_a_host_that_is_not_allowed_is_refused_before_it_is_requested(
