@@ -41,12 +41,13 @@ _publishers_lock = threading.Lock()
 
 def publish(redis_url: str, ids_by_user: dict[int, list[int]]) -> None:
     """Ring each user's doorbell with the ids of their notifications just committed."""
-    client = _publisher(redis_url)
+    client = shared_client(redis_url)
     for user_id, ids in ids_by_user.items():
         client.publish(notification_channel(user_id), ",".join(str(i) for i in ids))
 
 
-def _publisher(redis_url: str) -> redis.Redis:
+def shared_client(redis_url: str) -> redis.Redis:
+    """One pooled, thread-safe client per URL for short commands (not for subscribing)."""
     with _publishers_lock:
         if redis_url not in _publishers:
             _publishers[redis_url] = redis.Redis.from_url(redis_url, **REDIS_TIMEOUTS)

@@ -18,11 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-import redis
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway import events
+from gateway import events, live
 from gateway.after_commit import call_after_commit
 from gateway.broker import EVENTS_QUEUE, NOTIFY_QUEUE
 from gateway.db import insert_ignoring_conflicts, transaction
@@ -205,7 +204,6 @@ def conversation_event(conversation: Conversation) -> dict:
 
 
 def _publish(ids_by_user: dict[int, list[int]]) -> None:
-    from gateway import live
     from gateway.runtime import get_runtime
 
     live.publish(get_runtime().redis_url, ids_by_user)
@@ -234,17 +232,14 @@ def find_unnotified_messages(
 def sweep_unnotified(runtime) -> int:
     """Re-enqueue lost notify tasks, each at most once per `SWEPT_MARK_TTL_S` (SET NX)."""
     enqueued = 0
-    client = redis.Redis.from_url(runtime.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0)
-    try:
-        for message_id in find_unnotified_messages(runtime.sessions):
-            if not client.set(notify_swept(message_id), "1", nx=True, ex=SWEPT_MARK_TTL_S):
-                continue
-            if not runtime.enqueue(NOTIFY_QUEUE, NOTIFY_INBOUND_ACTOR, message_id):
-                client.delete(notify_swept(message_id))
-                break
-            enqueued += 1
-    finally:
-        client.close()
+    client = live.shared_client(runtime.redis_url)
+    for message_id in find_unnotified_messages(runtime.sessions):
+        if not client.set(notify_swept(message_id), "1", nx=True, ex=SWEPT_MARK_TTL_S):
+            continue
+        if not runtime.enqueue(NOTIFY_QUEUE, NOTIFY_INBOUND_ACTOR, message_id):
+            client.delete(notify_swept(message_id))
+            break
+        enqueued += 1
     return enqueued
 
 
