@@ -108,6 +108,15 @@ class MediaSection(_Section):
     # after that the attachment is marked failed with the last reason.
     give_up_after_minutes: float = Field(default=60, gt=0)
 
+    @field_validator("allowed_content_types")
+    @classmethod
+    def _media_types(cls, value: list[str]) -> list[str]:
+        for item in value:
+            kind, _, subtype = item.partition("/")
+            if not kind or not subtype or kind == "*":
+                raise ValueError(f"{item!r} is not a content type (write e.g. 'image/jpeg' or 'image/*')")
+        return value
+
 
 class ConfigFile(_Section):
     gateway: GatewaySection = GatewaySection()
