@@ -36,7 +36,9 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,7 +123,8 @@ def host_allowed(host: str, patterns) -> bool:
     return False
 
 
-def _allowed_networks(patterns) -> list:
+def allowed_networks(patterns) -> list:
+    """The addresses and networks (e.g. \"10.0.0.0/8\") among the allowlist entries."""
     networks = []
     for pattern in patterns:
         try:
@@ -131,25 +134,61 @@ def _allowed_networks(patterns) -> list:
     return networks
 
 
-def check_addresses(host: str, port: int, patterns) -> None:
-    """Refuse a host that resolves to a non-public address nobody allowlisted.
-
-    This is the guard against an allowed name that points (or is re-pointed) at the
-    metadata service or the intranet. The check runs before the request; requests then
-    resolves the name again, so a resolver that changes its answer in between is not
-    covered (pinning the address would need a custom transport).
-    """
+def check_addresses(host: str, port: int, networks) -> None:
+    """Refuse a host that resolves to a non-public address nobody allowlisted, before
+    connecting at all. `guarded_session` checks the address actually connected to again:
+    a name re-pointed between this lookup and the connection (DNS rebinding) is caught
+    there."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise RetryableMediaError(f"cannot resolve {host}: {exc.strerror}") from None
-    networks = _allowed_networks(patterns)
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if address.is_global:
-            continue
-        if not any(address in network for network in networks):
-            raise PermanentMediaError(f"{host} resolves to {address}: a non-public address, not allowed")
+        _refuse_unlisted_private(info[4][0], host, networks)
+
+
+def _refuse_unlisted_private(raw_address: str, host: str, networks) -> None:
+    address = ipaddress.ip_address(raw_address.split("%")[0])
+    if not address.is_global and not any(address in network for network in networks):
+        raise PermanentMediaError(f"{host} resolves to {address}: a non-public address, not allowed")
+
+
+def guarded_session(networks) -> requests.Session:
+    """A requests session whose every new connection is checked on the socket itself:
+    a non-public peer address that is not in `networks` is closed before a byte is sent.
+    TLS is untouched (the check runs before the handshake, on the TCP connection)."""
+
+    def checked(sock, host: str):
+        try:
+            _refuse_unlisted_private(sock.getpeername()[0], host, networks)
+        except PermanentMediaError:
+            sock.close()
+            raise
+        return sock
+
+    class HTTPConnection(urllib3.connection.HTTPConnection):
+        def _new_conn(self):
+            return checked(super()._new_conn(), self.host)
+
+    class HTTPSConnection(urllib3.connection.HTTPSConnection):
+        def _new_conn(self):
+            return checked(super()._new_conn(), self.host)
+
+    class HTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = HTTPConnection
+
+    class HTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = HTTPSConnection
+
+    adapter = requests.adapters.HTTPAdapter(max_retries=0)
+    adapter.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # No proxies, .netrc or CA bundles from the environment: a .netrc entry would add
+    # credentials to hosts we chose not to send any to, and a proxy would be the peer.
+    session.trust_env = False
+    return session
 
 
 # --- fetching --------------------------------------------------------------------------
@@ -160,10 +199,8 @@ class Fetcher:
 
     def __init__(self, access: MediaAccess, limits: MediaSection):
         self.access, self.limits = access, limits
-        self.session = requests.Session()
-        # No proxies, .netrc or CA bundles from the environment: a .netrc entry would add
-        # credentials to hosts we chose not to send any to.
-        self.session.trust_env = False
+        self.networks = allowed_networks(access.hosts)
+        self.session = guarded_session(self.networks)
 
     def close(self) -> None:
         self.session.close()
@@ -202,7 +239,7 @@ class Fetcher:
             raise PermanentMediaError(f"not an http(s) URL: {url}")
         if not host_allowed(host, self.access.hosts):
             raise PermanentMediaError(f"{host} is not an allowed media host")
-        check_addresses(host, _origin(url)[2], self.access.hosts)
+        check_addresses(host, _origin(url)[2], self.networks)
         # Credentials for the carrier's API only; a redirect to its CDN gets none.
         auth = (self.access.username, self.access.password) if self.access.is_api_url(url) else None
         try:
