@@ -5,7 +5,8 @@ attachment. Everything a customer's phone sends is kept, and nothing else is fet
 
 - only from the carrier's media hosts (`media_hosts`), each redirect target checked again,
   at most `max_redirects` hops; a host that resolves to a private, loopback or link-local
-  address is refused unless that address (or its network) is in `media_hosts` too;
+  address is refused unless that address (or its network) is in `media_hosts` too, both
+  before connecting and on the socket actually connected (no DNS-rebinding gap);
 - credentials only to the carrier's own API host, never to the CDN it redirects to;
 - size caps (per file, per message) enforced while streaming, never after;
 - the content type the host sends must be allowed, agree with the type the carrier
@@ -404,10 +405,7 @@ def fetch_attachment(runtime, attachment_id: int, *, now: dt.datetime | None = N
         _mark_failed(runtime.sessions, job.id, f"carrier {job.carrier_name!r} is no longer configured")
         return "failed"
     limits = settings.config.media
-    budget, budget_name = limits.max_file_bytes, "per-file limit"
-    remaining = limits.max_message_bytes - job.stored_bytes_of_message
-    if remaining < budget:
-        budget, budget_name = max(remaining, 0), "message's remaining media allowance"
+    budget, budget_name = _byte_budget(limits, job)
     fetcher = Fetcher(carrier_media_access(carrier), limits)
     try:
         stored = fetcher.download(
@@ -429,6 +427,19 @@ def fetch_attachment(runtime, attachment_id: int, *, now: dt.datetime | None = N
     if _mark_stored(runtime.sessions, job.id, stored) and carrier.delete_media_after_store:
         _delete_at_carrier(carrier, job, limits)
     return "stored"
+
+
+def _byte_budget(limits: MediaSection, job: AttachmentJob) -> tuple[int, str]:
+    """How many bytes this file may have: the per-file cap, or what the message has left.
+
+    Files of one message downloaded at the same moment each see the allowance as it was
+    before the others were stored, so the message total can overshoot then; every file
+    still stays within the per-file cap.
+    """
+    remaining = limits.max_message_bytes - job.stored_bytes_of_message
+    if remaining < limits.max_file_bytes:
+        return max(remaining, 0), "message's remaining media allowance"
+    return limits.max_file_bytes, "per-file limit"
 
 
 def carrier_media_access(carrier: CarrierSettings) -> MediaAccess:
