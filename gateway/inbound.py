@@ -70,8 +70,16 @@ def store_event(
     routable: bool,
 ) -> StoredEvent:
     """Commit the webhook durably; a repeated carrier message id changes nothing."""
+    values = event_values(carrier_name, message, sender, recipient, routable)
+    return StoredEvent(_insert_event(sessions, values), routable)
+
+
+def event_values(
+    carrier_name: str, message: InboundMessage, sender: Number, recipient: Number, routable: bool
+) -> dict:
+    """The inbound_events row for one webhook (also written in batches: gateway/group_commit.py)."""
     now = utcnow()
-    values = {
+    return {
         "carrier": carrier_name,
         "carrier_message_id": message.carrier_message_id,
         "from_number": sender.value,
@@ -85,7 +93,6 @@ def store_event(
         "enqueued_at": now if routable else None,
         "attempts": 0,
     }
-    return StoredEvent(_insert_event(sessions, values), routable)
 
 
 def _insert_event(sessions: sessionmaker[Session], values: dict, window_s: float = STORE_RETRY_WINDOW_S):
@@ -119,9 +126,10 @@ def _insert_event(sessions: sessionmaker[Session], values: dict, window_s: float
             delay = min(delay * 2, STORE_MAX_BACKOFF_S)
 
 
-def mark_not_enqueued(sessions: sessionmaker[Session], event_id: int) -> None:
+def mark_not_enqueued(sessions: sessionmaker[Session], *event_ids: int) -> None:
+    """The broker refused these events: the sweeper's next pass finds them at once."""
     with transaction(sessions) as session:
-        session.execute(update(InboundEvent).where(InboundEvent.id == event_id).values(enqueued_at=None))
+        session.execute(update(InboundEvent).where(InboundEvent.id.in_(event_ids)).values(enqueued_at=None))
 
 
 def process_event(sessions: sessionmaker[Session], settings: Settings, event_id: int) -> int | None:

@@ -43,14 +43,15 @@ class Sweeper:
     def sweep_once(self) -> int:
         """One pass; returns how many events it enqueued."""
         enqueued = 0
-        for event_id in find_unenqueued_events(
-            self.runtime.sessions, grace=self.grace, stale_after=self.stale_after
-        ):
+        event_ids = find_unenqueued_events(self.runtime.sessions, grace=self.grace, stale_after=self.stale_after)
+        for event_id in event_ids:
             if self.runtime.enqueue(INBOUND_QUEUE, PROCESS_INBOUND_ACTOR, event_id):
                 enqueued += 1
             else:
-                mark_not_enqueued(self.runtime.sessions, event_id)
-                break  # the broker is down: the next pass tries again
+                # The broker is down: un-mark this event and the rest of the batch, or they
+                # would wait out `stale_after` (minutes) before the next pass tried them again.
+                mark_not_enqueued(self.runtime.sessions, *event_ids[enqueued:])
+                break
         if enqueued:
             log.info("sweeper re-enqueued stored events", extra={"count": enqueued})
         notifications.sweep(self.runtime)  # lost notify tasks and event deliveries
