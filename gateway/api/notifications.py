@@ -79,7 +79,10 @@ def stream():
     live = NotificationStream(runtime.sessions, runtime.redis_url, g.user.id, after_id, notification_json,
                               heartbeat_s=current_app.config.get("SSE_HEARTBEAT_S", HEARTBEAT_S))
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
-    return Response(live.events(), mimetype="text/event-stream", headers=headers)
+    response = Response(live.events(), mimetype="text/event-stream", headers=headers)
+    # A client gone before the first byte never starts the generator: close here too.
+    response.call_on_close(live.close)
+    return response
 
 
 @bp.get("/badges")
