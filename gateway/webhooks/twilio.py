@@ -7,10 +7,10 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from gateway.broker import INBOUND_QUEUE
 from gateway.carriers import twilio
 from gateway.delivery import record_status
-from gateway.inbound import PROCESS_INBOUND_ACTOR, mark_not_enqueued, store_event
+from gateway.group_commit import committer_for
+from gateway.inbound import event_values
 from gateway.messaging import InvalidWebhook
 from gateway.metrics import WEBHOOK_ACK_SECONDS, WEBHOOKS
 from gateway.phone import NumberError, normalize_number
@@ -50,10 +50,10 @@ def receive_sms():
     except NumberError as exc:
         raise Rejected(400, "invalid_number", str(exc)) from None
     routable = settings.business_number(recipient.value) is not None
-    stored = store_event(runtime.sessions, carrier.name, message, sender, recipient, routable)
-    if stored.is_new and routable:
-        if not runtime.enqueue(INBOUND_QUEUE, PROCESS_INBOUND_ACTOR, stored.id):
-            mark_not_enqueued(runtime.sessions, stored.id)
+    # Committed (and handed to the workers) with the other requests of the moment: one
+    # INSERT and one COMMIT for all of them, before any is answered (gateway/group_commit.py).
+    committer = committer_for(current_app.extensions, runtime)
+    stored = committer.store(event_values(carrier.name, message, sender, recipient, routable))
     outcome = "duplicate" if not stored.is_new else ("stored" if routable else "unroutable")
     WEBHOOKS.labels("twilio", "sms", outcome).inc()
     WEBHOOK_ACK_SECONDS.labels("twilio", "sms").observe(time.perf_counter() - started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from gateway import inbound, media
+from gateway import inbound, inbound_batch, media
 from gateway.broker import INBOUND_QUEUE, NOTIFY_QUEUE
 from gateway.notifications import NOTIFY_INBOUND_ACTOR
 from gateway.runtime import get_runtime
@@ -20,4 +20,15 @@ def process_inbound_event(event_id: int) -> None:
         runtime.enqueue(NOTIFY_QUEUE, NOTIFY_INBOUND_ACTOR, message_id)
         # Media is fetched apart, after routing: a slow or broken media host never holds
         # up the message. Lost tasks are found again by the sweeper.
+        media.enqueue_pending_attachments(runtime, message_id)
+
+
+@dramatiq.actor(actor_name=inbound_batch.PROCESS_INBOUND_BATCH_ACTOR, queue_name=INBOUND_QUEUE)
+def process_inbound_events(event_ids: list[int]) -> None:
+    """The events one group commit of the webhook stored: threaded (and notified) as one batch."""
+    runtime = get_runtime()
+    result = inbound_batch.process_events(runtime.sessions, runtime.settings, event_ids)
+    for message_id in result.to_notify:
+        runtime.enqueue(NOTIFY_QUEUE, NOTIFY_INBOUND_ACTOR, message_id)
+    for message_id in result.with_media:
         media.enqueue_pending_attachments(runtime, message_id)

@@ -1,0 +1,195 @@
+"""Group commit for inbound webhooks: many requests, one INSERT, one COMMIT.
+
+A commit costs a WAL flush; one per webhook caps a web process at a few hundred requests
+a second however idle the CPU is. Here each request hands its row to the process's
+committer thread and waits. The thread takes every row waiting at that moment, writes
+them with one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, commits once,
+hands the new events to the workers in one broker message, and only then releases each
+request with its own outcome. Batches form by themselves: while one commit is in flight
+the next requests queue up behind it; a lone request is committed at once, no timer.
+
+The rules still hold request by request:
+- committed before answered: a request returns only after the COMMIT that holds its row
+  (a process that dies first has answered nobody, and the carrier retries);
+- stored once: copies of one MessageSid in one batch are folded before the INSERT (the
+  first copy is the new event, the others duplicates), and ON CONFLICT settles copies in
+  other batches or processes; rows are sorted by key so two processes' batches take the
+  unique index's locks in the same order and never deadlock;
+- broker down: the enqueue is tried after the commit; a refusal clears `enqueued_at` so
+  the sweeper's next pass takes the events, and the requests are still answered 200;
+- database down: the batch is retried with backoff inside the carrier's timeout, as
+  `gateway.inbound` does for one row;
+- a row the database refuses (any other error) fails alone: the batch is retried row by
+  row, so only that request gets its error and every other row is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from gateway.broker import INBOUND_QUEUE
+from gateway.db import insert_ignoring_conflicts, is_sqlite, transaction
+from gateway.inbound import (
+    STORE_FIRST_BACKOFF_S,
+    STORE_MAX_BACKOFF_S,
+    STORE_RETRY_WINDOW_S,
+    StoredEvent,
+)
+from gateway.inbound_batch import PROCESS_INBOUND_BATCH_ACTOR
+from gateway.metrics import WEBHOOK_STORE_RETRIES
+from gateway.models import EventStatus, InboundEvent
+
+log = logging.getLogger(__name__)
+
+# Rows per INSERT: bounds the statement and the time the first request of a batch waits.
+DEFAULT_MAX_BATCH = 256
+# The committer thread ends after this long with nothing to do, and starts again on demand.
+IDLE_EXIT_S = 5.0
+KEY = ("carrier", "carrier_message_id")
+
+
+@dataclass
+class _Waiting:
+    values: dict
+    done: threading.Event = field(default_factory=threading.Event)
+    event_id: int | None = None
+    error: BaseException | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.values["carrier"], self.values["carrier_message_id"]
+
+
+class EventCommitter:
+    """One per process and runtime: `store(values)` returns once the row is committed."""
+
+    def __init__(self, runtime, max_batch: int = DEFAULT_MAX_BATCH):
+        self.runtime = runtime
+        self.max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def store(self, values: dict) -> StoredEvent:
+        """Commit one inbound event row; a repeated carrier message id stores nothing."""
+        waiting = _Waiting(values)
+        with self._lock:
+            self._waiting.append(waiting)
+            self._ensure_thread()
+            self._lock.notify()
+        waiting.done.wait()
+        if waiting.error is not None:
+            raise waiting.error
+        return StoredEvent(waiting.event_id, values["status"] == EventStatus.received)
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # forked: the parent's thread does not exist here
+            self._pid, self._thread = os.getpid(), None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="event-committer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._lock.wait(IDLE_EXIT_S)
+                if not self._waiting:
+                    self._thread = None
+                    return
+                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # noqa: BLE001 - handed to the requests, which raise it
+                log.exception("webhook batch not stored", extra={"rows": len(batch)})
+                for waiting in batch:
+                    waiting.error = exc
+            finally:
+                for waiting in batch:
+                    waiting.done.set()
+
+    def _commit(self, batch: list[_Waiting]) -> None:
+        first: dict[tuple[str, str], _Waiting] = {}
+        for waiting in batch:
+            first.setdefault(waiting.key, waiting)
+        rows = [first[key] for key in sorted(first)]
+        try:
+            new_ids = self._insert_with_retries([w.values for w in rows])
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            log.warning("webhook batch refused; storing its rows one by one", exc_info=True,
+                        extra={"rows": len(rows)})
+            new_ids = self._insert_one_by_one(rows)
+        for waiting in rows:
+            waiting.event_id = new_ids.get(waiting.key)
+        self._enqueue([w.event_id for w in rows
+                       if w.event_id is not None and w.values["status"] == EventStatus.received])
+
+    def _insert_with_retries(self, rows: list[dict]) -> dict[tuple[str, str], int]:
+        """One INSERT, one COMMIT; held through a short database outage like a single row."""
+        sessions = self.runtime.sessions
+        deadline = time.monotonic() + STORE_RETRY_WINDOW_S
+        delay = STORE_FIRST_BACKOFF_S
+        while True:
+            try:
+                return self._insert(rows)
+            except (OperationalError, InterfaceError) as exc:
+                if is_sqlite(sessions.kw["bind"]) or time.monotonic() + delay > deadline:
+                    raise
+                WEBHOOK_STORE_RETRIES.inc()
+                log.warning("database unreachable while storing webhooks; retrying",
+                            extra={"rows": len(rows), "retry_in_s": delay, "error": type(exc.orig).__name__})
+                time.sleep(delay)
+                delay = min(delay * 2, STORE_MAX_BACKOFF_S)
+
+    def _insert(self, rows: list[dict]) -> dict[tuple[str, str], int]:
+        with transaction(self.runtime.sessions) as session:
+            insert = sqlite.insert if is_sqlite(session) else postgresql.insert
+            statement = (
+                insert(InboundEvent).values(rows).on_conflict_do_nothing(index_elements=list(KEY))
+                .returning(InboundEvent.id, InboundEvent.carrier, InboundEvent.carrier_message_id)
+            )
+            return {(carrier, sid): event_id for event_id, carrier, sid in session.execute(statement)}
+
+    def _insert_one_by_one(self, rows: list[_Waiting]) -> dict[tuple[str, str], int]:
+        new_ids = {}
+        for waiting in rows:
+            try:
+                with transaction(self.runtime.sessions) as session:
+                    event_id = insert_ignoring_conflicts(session, InboundEvent, waiting.values,
+                                                         index_elements=list(KEY))
+            except Exception as exc:
+                sid = waiting.values["carrier_message_id"]
+                log.exception("webhook not stored", extra={"message_sid": sid})
+                waiting.error = exc
+                continue
+            if event_id is not None:
+                new_ids[waiting.key] = event_id
+        return new_ids
+
+    def _enqueue(self, event_ids: list[int]) -> None:
+        """One broker message for the whole batch; if refused, the sweeper takes them."""
+        if not event_ids:
+            return
+        if self.runtime.enqueue(INBOUND_QUEUE, PROCESS_INBOUND_BATCH_ACTOR, event_ids):
+            return
+        with transaction(self.runtime.sessions) as session:
+            session.execute(update(InboundEvent).where(InboundEvent.id.in_(event_ids)).values(enqueued_at=None))
+
+
+def committer_for(extensions: dict, runtime) -> EventCommitter:
+    """The app's committer (one per web process), made on first use."""
+    committer = extensions.get("gateway.event_committer")
+    if committer is None or committer.runtime is not runtime:
+        committer = extensions.setdefault("gateway.event_committer", EventCommitter(runtime))
+    return committer
