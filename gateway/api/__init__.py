@@ -4,18 +4,17 @@ from __future__ import annotations
 
 
 def init_app(app) -> None:
-    from gateway.api import auth, conversations, events
+    from gateway.api import (
+        attachments,
+        auth,
+        conversations,
+        event_deliveries,
+        events,
+        messages,
+        notifications,
+        openapi,
+    )
 
     auth.init_app(app)
-    for module in (conversations, events):
+    for module in (conversations, messages, attachments, notifications, events, event_deliveries, openapi):
         app.register_blueprint(module.bp)
-    from gateway.api import event_deliveries, notifications
-
-    for module in (notifications, event_deliveries):
-        app.register_blueprint(module.bp)
-    from gateway.api import attachments
-
-    app.register_blueprint(attachments.bp)
-    from gateway.api import messages
-
-    app.register_blueprint(messages.bp)
