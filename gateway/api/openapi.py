@@ -263,6 +263,26 @@ PATHS = {
             params=[_path_id("conversation_id"), _IDEMPOTENCY],
         ),
     },
+    **{
+        f"/conversations/{{conversation_id}}/{action}": {
+            "post": _op(summary, _json(_ref("Conversation")), params=[_path_id("conversation_id")])
+        }
+        for action, summary in [
+            ("claim", "Take a conversation nobody owns (409 if someone does)"),
+            ("close", "Close for good; a new text opens a new conversation"),
+            ("read", "Mark read"),
+            ("unread", "Mark unread"),
+        ]
+    },
+    "/conversations/{conversation_id}/assign": {
+        "post": {
+            **_op("Assign or transfer (leads: any; agents: their own)", _json(_ref("Conversation")),
+                  params=[_path_id("conversation_id")]),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["assignee_id"],
+                "properties": {"assignee_id": {"type": ["integer", "null"]}}}}}},
+        }
+    },
     "/conversations/{conversation_id}/notes": {
         "post": _op(
             "Add an internal note (never sent)",
