@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import and_, exists, select, tuple_, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from gateway.db import is_sqlite, transaction
 from gateway.messaging import OutboundMessage, SendResult, StatusUpdate
@@ -53,40 +53,61 @@ SLEEP_IN_THREAD_MS = 300     # shorter rate-limit waits are slept; longer ones r
 
 @dataclass(frozen=True)
 class Later:
-    """Run this message's task again after `delay_ms`, keeping its reserved slot if any."""
+    """Run this message's task again after `delay_ms`, keeping its reserved slot if any.
+
+    `route` is (business number, segments): what the rate limit needs, carried along so a
+    turn that only waits for its slot never touches the database.
+    """
 
     delay_ms: int
     slot_ms: int | None = None
+    route: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
 class _Plan:
     outbound: OutboundMessage
     segments: int
-    send_attempts: int
+    send_attempts: int                    # carrier calls before this one
     reconcile_since: dt.datetime | None   # in flight with no answer: look it up first
     created_at: dt.datetime
+    claimed: bool                         # this attempt is committed (in_flight) already
 
 
 def deliver(
     sessions: sessionmaker[Session], settings: Settings, limiter: RateLimiter, message_id: int,
-    slot_ms: int | None = None,
+    slot_ms: int | None = None, route: tuple[str, int] | None = None,
 ) -> Later | None:
-    """One turn for one message: None when it is done (sent or failed), or when to come back."""
+    """One turn for one message: None when it is done (sent or failed), or when to come back.
+
+    The order of steps keeps the send close to its admission by the rate limit: reserve a
+    slot (Redis only), wait for it, claim the attempt in the database, pass the rate gate,
+    call the carrier. Nothing slow sits between the gate and the call.
+    """
+    route = tuple(route) if route else _route(sessions, message_id)
+    if route is None:
+        return None
+    number = settings.business_number(route[0])
+    limit = Limit(number.max_per_second) if number is not None else None
+    if limit is not None:
+        waiting = _wait_for_slot(limiter, route, limit, slot_ms)
+        if waiting is not None:
+            return waiting
     plan = _plan(sessions, settings, message_id)
     if not isinstance(plan, _Plan):
-        return plan
+        return plan if plan is None else Later(plan.delay_ms, None, route)
     sender = carrier_for(settings, plan.outbound.from_number)
     if plan.reconcile_since is not None:
         found = _reconcile(sessions, sender, message_id, plan)
         if found is not None:
             return found or None
-    number = settings.business_number(plan.outbound.from_number)
-    turn = _wait_for_turn(limiter, plan, Limit(number.max_per_second), slot_ms)
-    if turn is not None:
-        return turn
-    if not _claim_attempt(sessions, message_id, plan.send_attempts):
+    if not plan.claimed and not _claim_attempt(sessions, message_id, plan.send_attempts):
         return None  # another worker took this attempt; it carries the message from here
+    wait_ms = _pass_gate(limiter, plan, limit)
+    if wait_ms:
+        # The window is full after all (a slot woken late): give the claim back, queue again.
+        _release_attempt(sessions, message_id, plan.send_attempts + 1)
+        return Later(wait_ms, None, route)
     try:
         result = sender.send(plan.outbound)
     except SendError as exc:
@@ -96,6 +117,45 @@ def deliver(
 
 
 # --- before the call ---------------------------------------------------------------------
+
+
+def _route(sessions, message_id: int) -> tuple[str, int] | None:
+    with sessions() as session:
+        row = session.execute(
+            select(Message.from_number, Message.segments)
+            .where(Message.id == message_id, Message.send_state.in_(UNSENT))
+        ).first()
+        return (row.from_number, row.segments) if row else None
+
+
+def _wait_for_slot(limiter: RateLimiter, route: tuple[str, int], limit: Limit, slot_ms: int | None):
+    """None once this message's reserved slot has come; else Later until it does.
+
+    A message waiting for its slot is re-enqueued with a delay: not a retry, and
+    `send_attempts` (carrier calls) is untouched.
+    """
+    number, segments = route
+    if slot_ms is None:
+        slot = limiter.reserve(number, segments, limit)
+        slot_ms, wait_ms = slot.at_ms, slot.wait_ms
+    else:
+        wait_ms = limiter.wait_for(slot_ms)
+    if wait_ms > SLEEP_IN_THREAD_MS:
+        return Later(wait_ms, slot_ms, route)
+    time.sleep(wait_ms / 1000)
+    return None
+
+
+def _pass_gate(limiter: RateLimiter, plan: _Plan, limit: Limit | None) -> int:
+    """0 when the sliding window admits this send now (recorded); else ms to wait."""
+    if limit is None:
+        return 0
+    member = f"{plan.outbound.message_id}:{plan.send_attempts}:{time.monotonic_ns()}"
+    while (wait_ms := limiter.admit(plan.outbound.from_number, plan.segments, limit, member)) > 0:
+        if wait_ms > SLEEP_IN_THREAD_MS:
+            return wait_ms
+        time.sleep(wait_ms / 1000)
+    return 0
 
 
 def _plan(sessions, settings: Settings, message_id: int) -> _Plan | Later | None:
@@ -124,14 +184,20 @@ def _plan(sessions, settings: Settings, message_id: int) -> _Plan | Later | None
                 # The call may still be waiting for its answer in another worker.
                 return Later(_ms((busy_until - utcnow()).total_seconds()))
             reconcile_since = message.attempted_at
+        claimed = reconcile_since is None
+        if claimed:
+            # The attempt is committed before the call, in this same transaction: the row
+            # lock (PostgreSQL) or the write lock (SQLite) makes it ours alone.
+            message.send_state, message.attempted_at = IN_FLIGHT, utcnow()
+            message.send_attempts += 1
         return _Plan(
             outbound=OutboundMessage(
                 message_id=message.id, from_number=message.from_number, to_number=message.to_number,
                 body=message.body, media_urls=tuple(a.source_url for a in message.attachments),
                 status_callback=settings.public_url + STATUS_CALLBACK_PATH,
             ),
-            segments=message.segments, send_attempts=message.send_attempts,
-            reconcile_since=reconcile_since, created_at=message.created_at,
+            segments=message.segments, send_attempts=message.send_attempts - (1 if claimed else 0),
+            reconcile_since=reconcile_since, created_at=message.created_at, claimed=claimed,
         )
 
 
@@ -166,28 +232,6 @@ def _reconcile(sessions, sender: Sender, message_id: int, plan: _Plan) -> Later 
     return False
 
 
-def _wait_for_turn(limiter: RateLimiter, plan: _Plan, limit: Limit, slot_ms: int | None) -> Later | None:
-    """None when the number's limit lets this message go now; else when to come back.
-
-    A re-enqueued wait is not a retry: `send_attempts` only counts carrier calls.
-    """
-    number = plan.outbound.from_number
-    if slot_ms is None:
-        slot = limiter.reserve(number, plan.segments, limit)
-        slot_ms, wait_ms = slot.at_ms, slot.wait_ms
-    else:
-        wait_ms = limiter.wait_for(slot_ms)
-    if wait_ms > SLEEP_IN_THREAD_MS:
-        return Later(wait_ms, slot_ms)
-    time.sleep(wait_ms / 1000)
-    member = f"{plan.outbound.message_id}:{plan.send_attempts}:{time.monotonic_ns()}"
-    while (wait_ms := limiter.admit(number, plan.segments, limit, member)) > 0:
-        if wait_ms > SLEEP_IN_THREAD_MS:
-            return Later(wait_ms)  # its slot is gone: reserve a new one
-        time.sleep(wait_ms / 1000)
-    return None
-
-
 def _claim_attempt(sessions, message_id: int, seen_attempts: int) -> bool:
     """Commit the attempt before the call; False if another worker got there first."""
     with transaction(sessions) as session:
@@ -200,12 +244,23 @@ def _claim_attempt(sessions, message_id: int, seen_attempts: int) -> bool:
         return claimed.rowcount == 1
 
 
+def _release_attempt(sessions, message_id: int, claimed_attempts: int) -> None:
+    """Undo a claim whose call was never made (the rate gate said wait)."""
+    with transaction(sessions) as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.send_attempts == claimed_attempts,
+                   Message.send_state == IN_FLIGHT)
+            .values(send_state=PENDING, send_attempts=claimed_attempts - 1)
+        )
+
+
 # --- after the call ----------------------------------------------------------------------
 
 
 def _record_submitted(sessions, message_id: int, result: SendResult) -> None:
     with transaction(sessions) as session:
-        message = session.get(Message, message_id, with_for_update=not is_sqlite(session))
+        message = _locked(session, message_id)
         message.send_state = SUBMITTED
         message.carrier_message_id = result.carrier_message_id
         message.status = advance(message.status, result.status)
@@ -228,7 +283,7 @@ def _record_error(sessions, settings: Settings, message_id: int, plan: _Plan, ex
     horizon = dt.timedelta(minutes=settings.config.gateway.send_retry_horizon_minutes)
     expired = utcnow() >= plan.created_at + horizon
     with transaction(sessions) as session:
-        message = session.get(Message, message_id, with_for_update=not is_sqlite(session))
+        message = _locked(session, message_id)
         if exc.opted_out:
             contact = session.scalar(
                 select(Contact).join(Conversation, Conversation.contact_id == Contact.id)
@@ -253,6 +308,14 @@ def _record_error(sessions, settings: Settings, message_id: int, plan: _Plan, ex
         extra={"message_id": message_id, "code": exc.code, "error": exc.message, "attempts": attempts},
     )
     return outcome
+
+
+def _locked(session: Session, message_id: int) -> Message:
+    """The message row, locked, without its attachments (the result does not need them)."""
+    query = select(Message).where(Message.id == message_id).options(lazyload(Message.attachments))
+    if not is_sqlite(session):
+        query = query.with_for_update(of=Message)
+    return session.scalar(query)
 
 
 def _fail(message: Message, code: str | None, text: str) -> None:

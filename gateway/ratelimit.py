@@ -26,7 +26,7 @@ import redis
 
 from gateway.redis_keys import send_rate_schedule, send_rate_window
 
-DEFAULT_MARGIN = 0.08  # of a second, and of each slot
+DEFAULT_MARGIN = 0.10  # of a second, and of each slot: 100 ms of arrival jitter absorbed, 91% busy
 
 _RESERVE = """
 local t = redis.call('TIME')

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping
 
 import requests
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
@@ -159,6 +160,7 @@ def _int_field(form: Mapping, name: str, default: int) -> int:
 TWILIO_API_BASE = "https://api.twilio.com"
 DEFAULT_CONNECT_TIMEOUT_S = 3.0
 DEFAULT_READ_TIMEOUT_S = 10.0
+HTTP_POOL_SIZE = 32  # connections kept per carrier account and process (one per worker thread)
 
 # twilio's client logs every request at INFO; keep it to warnings.
 _quiet_logger = logging.getLogger("gateway.carriers.twilio.http")
@@ -171,6 +173,8 @@ class ApiBaseHttpClient(TwilioHttpClient):
 
     def __init__(self, api_base: str | None, connect_timeout: float, read_timeout: float):
         super().__init__(logger=_quiet_logger)
+        # Plain-http api_base (a stand-in) gets the same pool size twilio gives https.
+        self.session.mount("http://", HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE))
         self.api_base = (api_base or TWILIO_API_BASE).rstrip("/")
         self.timeouts = (connect_timeout, read_timeout)
 

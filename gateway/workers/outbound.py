@@ -17,10 +17,11 @@ from gateway.runtime import get_runtime
 
 
 @dramatiq.actor(actor_name=delivery.SEND_ACTOR, queue_name=OUTBOUND_QUEUE, max_retries=50)
-def send_outbound_message(message_id: int, slot_ms: int | None = None) -> None:
+def send_outbound_message(message_id: int, slot_ms: int | None = None, route: list | None = None) -> None:
     runtime = get_runtime()
     later = delivery.deliver(
-        runtime.sessions, runtime.settings, limiter_for(runtime.redis_url), message_id, slot_ms
+        runtime.sessions, runtime.settings, limiter_for(runtime.redis_url), message_id, slot_ms, route
     )
     if later is not None:
-        send_outbound_message.send_with_options(args=(message_id, later.slot_ms), delay=later.delay_ms)
+        route = list(later.route) if later.route else None
+        send_outbound_message.send_with_options(args=(message_id, later.slot_ms, route), delay=later.delay_ms)

@@ -108,7 +108,7 @@ class TwilioStandIn:
 
     def start(self) -> TwilioStandIn:
         handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="twilio-standin", daemon=True).start()
         return self
@@ -294,6 +294,17 @@ def _valid_phone(number: str) -> bool:
         return phonenumbers.is_possible_number(phonenumbers.parse(number, None))
     except phonenumbers.NumberParseException:
         return False
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # a benchmark opens dozens of connections at once
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up on a kept-alive connection (a stopped worker) is routine.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
