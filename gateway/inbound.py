@@ -19,6 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import insert_ignoring_conflicts, is_sqlite, transaction
+from gateway.logs import bind_message
 from gateway.messaging import InboundMessage
 from gateway.metrics import ROUTING_OUTCOMES, WEBHOOK_STORE_RETRIES
 from gateway.models import (
@@ -149,6 +150,7 @@ def process_event(sessions: sessionmaker[Session], settings: Settings, event_id:
         inbound = InboundMessage.from_payload(event.payload)
         contact = _find_or_create_contact(session, event.from_number, event.from_kind)
         conversation = _find_or_open_conversation(session, business_number, contact, event.received_at)
+        bind_message(event.carrier_message_id, conversation.id, event_id=event.id)
         keyword = _apply_keyword(contact, inbound.body, event.received_at)
         if needs_folder_match(conversation.folder_id, conversation.assignee_id):
             _match_folder(session, conversation, contact.number)

@@ -3,12 +3,28 @@ whenever a line is about a message (passed as `extra=`)."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
 import sys
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+# The message this thread is working on: added to every line it logs until cleared, so a
+# line deep in a helper (a retry, a download, a send) still names its message. Worker
+# threads clear it between tasks (gateway/workers/middleware.py, MessageLogContext).
+_about: contextvars.ContextVar[dict | None] = contextvars.ContextVar("gateway_log_message", default=None)
+
+
+def bind_message(message_sid: str | None = None, conversation_id: int | None = None, **ids) -> None:
+    """From now on, this thread's log lines carry the message SID and conversation id."""
+    fields = {"message_sid": message_sid, "conversation_id": conversation_id, **ids}
+    _about.set({**(_about.get() or {}), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def clear_message() -> None:
+    _about.set(None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +35,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        entry.update(_about.get() or {})
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.broker import MEDIA_QUEUE
 from gateway.db import is_sqlite, transaction
+from gateway.logs import bind_message
 from gateway.media_types import (
     SIGNATURE_BYTES,
     TEXT_TYPES,
@@ -54,6 +55,7 @@ from gateway.media_types import (
     type_allowed,
     verifiable,
 )
+from gateway.metrics import MEDIA_FAILURES, media_reason
 from gateway.models import Attachment, AttachmentStatus, Direction, InboundEvent, Message, utcnow
 from gateway.settings import CarrierSettings, MediaSection
 
@@ -386,6 +388,8 @@ class AttachmentJob:
     received_at: dt.datetime
     carrier_name: str
     stored_bytes_of_message: int
+    message_sid: str | None = None
+    conversation_id: int | None = None
 
 
 def fetch_attachment(runtime, attachment_id: int, *, now: dt.datetime | None = None) -> str:
@@ -416,6 +420,7 @@ def fetch_attachment(runtime, attachment_id: int, *, now: dt.datetime | None = N
         _mark_failed(runtime.sessions, job.id, exc.reason)
         return "failed"
     except RetryableMediaError as exc:
+        MEDIA_FAILURES.labels("retry", media_reason(exc.reason)).inc()
         if now - job.received_at >= dt.timedelta(minutes=limits.give_up_after_minutes):
             _mark_failed(runtime.sessions, job.id, f"gave up after {limits.give_up_after_minutes:g} minutes: "
                          f"{exc.reason}")
@@ -456,7 +461,8 @@ def _carrier_module(kind: str):
 def _load_job(sessions: sessionmaker[Session], attachment_id: int) -> AttachmentJob | None:
     with sessions() as session:
         row = session.execute(
-            select(Attachment, Message.created_at, InboundEvent.carrier)
+            select(Attachment, Message.created_at, InboundEvent.carrier, Message.carrier_message_id,
+                   Message.conversation_id)
             .join(Message, Message.id == Attachment.message_id)
             .join(InboundEvent, InboundEvent.id == Message.inbound_event_id)
             .where(Attachment.id == attachment_id)
@@ -464,7 +470,8 @@ def _load_job(sessions: sessionmaker[Session], attachment_id: int) -> Attachment
         if row is None:
             log.warning("attachment not found (or not inbound)", extra={"attachment_id": attachment_id})
             return None
-        attachment, received_at, carrier_name = row
+        attachment, received_at, carrier_name, message_sid, conversation_id = row
+        bind_message(message_sid, conversation_id, attachment_id=attachment.id)
         if attachment.status != AttachmentStatus.pending:
             return None  # a redelivered task: the work is done
         stored_bytes = session.scalar(
@@ -476,7 +483,7 @@ def _load_job(sessions: sessionmaker[Session], attachment_id: int) -> Attachment
         )
         return AttachmentJob(
             attachment.id, attachment.message_id, attachment.source_url, attachment.declared_content_type,
-            received_at, carrier_name, int(stored_bytes or 0),
+            received_at, carrier_name, int(stored_bytes or 0), message_sid, conversation_id,
         )
 
 
@@ -497,6 +504,7 @@ def _mark_stored(sessions, attachment_id: int, stored: StoredFile) -> bool:
 
 def _mark_failed(sessions, attachment_id: int, reason: str) -> None:
     reason = reason[:MAX_REASON_CHARS]
+    MEDIA_FAILURES.labels("failed", media_reason(reason)).inc()
     with transaction(sessions) as session:
         session.execute(
             update(Attachment)

@@ -26,6 +26,7 @@ from gateway.after_commit import call_after_commit
 from gateway.broker import EVENTS_QUEUE, NOTIFY_QUEUE
 from gateway.db import insert_ignoring_conflicts, transaction
 from gateway.inbox import visible_to
+from gateway.logs import bind_message
 from gateway.models import (
     Conversation,
     ConversationStatus,
@@ -65,6 +66,7 @@ def notify_inbound(sessions: sessionmaker[Session], settings: Settings, message_
         if message is None:
             log.warning("message to notify about not found", extra={"message_id": message_id})
             return []
+        bind_message(message.carrier_message_id, message.conversation_id, message_id=message.id)
         if message.notified_at is not None:
             return []
         conversation = session.get(Conversation, message.conversation_id)

@@ -17,6 +17,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from gateway.logs import clear_message
 from gateway.redis_keys import dramatiq_heartbeats
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,22 @@ def default_middleware() -> list[Middleware]:
         Retries(max_retries=DEFAULT_MAX_RETRIES, max_backoff=DEFAULT_MAX_BACKOFF_MS),
         CurrentMessage(),
     ]
+
+
+class MessageLogContext(Middleware):
+    """Each task starts with no message in its log context (gateway.logs.bind_message).
+
+    Worker threads live for many tasks: without this, a task that names no message would
+    log under the SID of the one the thread ran before.
+    """
+
+    def before_process_message(self, broker, message):
+        clear_message()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        clear_message()
+
+    after_skip_message = after_process_message
 
 
 class WorkerHeartbeat(Middleware):

@@ -8,6 +8,7 @@ media still unreachable an hour after the text came.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,3 +110,9 @@ def test_mms_are_threaded_while_the_media_host_is_down_and_their_media_stored_af
                message=f"all {MESSAGES} attachments to be stored")
     assert attachments(gateway, "failed") == 0
     assert gateway.scalar("SELECT count(*) FROM attachments") == MESSAGES
+    # and every worker log line about an attachment names its message and conversation
+    lines = [json.loads(line) for line in (gateway.logs / "worker.log").read_text().splitlines()
+             if line.startswith("{")]
+    about_media = [line for line in lines if "attachment_id" in line]
+    assert about_media
+    assert all(line.get("message_sid") and line.get("conversation_id") for line in about_media)

@@ -1,0 +1,47 @@
+"""Structured logs: one JSON object per line, naming the message a worker is working on."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from gateway.logs import JsonFormatter, bind_message, clear_message
+
+
+def formatted(message: str, **extra) -> dict:
+    record = logging.LogRecord("gateway.test", logging.INFO, __file__, 1, message, (), None)
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return json.loads(JsonFormatter().format(record))
+
+
+def test_every_line_logged_while_a_message_is_bound_names_its_sid_and_conversation():
+    bind_message("SM" + "a" * 32, 42, attachment_id=7)
+    try:
+        line = formatted("attachment download will be retried", reason="media host answered 503")
+    finally:
+        clear_message()
+
+    assert line["message_sid"] == "SM" + "a" * 32
+    assert (line["conversation_id"], line["attachment_id"]) == (42, 7)
+    assert line["reason"] == "media host answered 503"
+    assert (line["level"], line["msg"]) == ("info", "attachment download will be retried")
+
+
+def test_a_line_after_the_message_is_cleared_names_no_message():
+    bind_message("SM" + "b" * 32, 1)
+    clear_message()
+
+    line = formatted("sweeper started")
+
+    assert "message_sid" not in line and "conversation_id" not in line
+
+
+def test_fields_given_on_the_line_win_over_the_bound_ones():
+    bind_message("SM" + "c" * 32, 1)
+    try:
+        line = formatted("inbound message threaded", conversation_id=2)
+    finally:
+        clear_message()
+
+    assert line["conversation_id"] == 2
