@@ -144,6 +144,7 @@ def queue_sends(database_url: str, redis_url: str, total: int) -> list[int]:
             rows.append((number, f"+1415{index:07d}", body))
             index += 1
     message_ids = []
+    routes = [[number, 1] for number, _, _ in rows]   # BODY plus the footer is one segment
     with engine.begin() as connection:
         for start in range(0, len(rows), 1000):
             batch = rows[start:start + 1000]
@@ -172,9 +173,9 @@ def queue_sends(database_url: str, redis_url: str, total: int) -> list[int]:
             ).scalars().all()
     engine.dispose()
     broker = build_broker(redis_url, middleware=[])
-    for message_id in message_ids:
+    for message_id, route in zip(message_ids, routes, strict=True):
         broker.enqueue(dramatiq.Message(queue_name=OUTBOUND_QUEUE, actor_name=delivery.SEND_ACTOR,
-                                        args=(message_id,), kwargs={}, options={}))
+                                        args=(message_id, None, route), kwargs={}, options={}))
     broker.close()
     return message_ids
 

@@ -89,10 +89,13 @@ def business_numbers():
 
 def _queued(created: outbound.Created):
     runtime = _runtime()
+    message = _message(created.message_id)
     if created.is_new:
         # Committed first: if the broker is down the sweeper hands the message over later.
-        runtime.enqueue(OUTBOUND_QUEUE, SEND_ACTOR, created.message_id)
-    return jsonify(_message(created.message_id)), 202
+        # The route (number, segments) lets the worker take its rate-limit turn unread.
+        route = [message["from"], message["segments"]]
+        runtime.enqueue(OUTBOUND_QUEUE, SEND_ACTOR, created.message_id, None, route)
+    return jsonify(message), 202
 
 
 def _message(message_id: int) -> dict:

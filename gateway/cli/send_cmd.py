@@ -25,9 +25,10 @@ def send(from_: str, to: str, body: str, media: tuple[str, ...]) -> None:
         raise click.ClickException(f"refused ({exc.code}): {exc.message}") from None
     with runtime.sessions() as session:
         message = session.get(Message, created.message_id)
+        route = [message.from_number, message.segments]
         summary = (f"queued message {message.id} from {message.from_number} to {message.to_number} "
                    f"({message.segments} segment{'s' if message.segments != 1 else ''}, {message.encoding})")
-    if not runtime.enqueue(OUTBOUND_QUEUE, SEND_ACTOR, created.message_id):
+    if not runtime.enqueue(OUTBOUND_QUEUE, SEND_ACTOR, created.message_id, None, route):
         summary += "; the broker is unreachable, the sweeper will hand it to a worker"
     click.echo(summary)
 
