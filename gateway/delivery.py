@@ -29,7 +29,9 @@ from sqlalchemy import and_, exists, select, tuple_, update
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from gateway.db import is_sqlite, transaction
+from gateway.logs import bind_message
 from gateway.messaging import OutboundMessage, SendResult, StatusUpdate
+from gateway.metrics import SENDS
 from gateway.models import Contact, Conversation, Direction, Message, StatusEvent, utcnow
 from gateway.ratelimit import Limit, RateLimiter
 from gateway.routing.delivery import advance
@@ -113,6 +115,7 @@ def deliver(
     except SendError as exc:
         return _record_error(sessions, settings, message_id, plan, exc)
     _record_submitted(sessions, message_id, result)
+    SENDS.labels("submitted", result.error_code or "").inc()
     return None
 
 
@@ -163,6 +166,7 @@ def _plan(sessions, settings: Settings, message_id: int) -> _Plan | Later | None
         message = session.get(Message, message_id, with_for_update=not is_sqlite(session))
         if message is None or message.direction != Direction.outbound or message.send_state not in UNSENT:
             return None
+        bind_message(conversation_id=message.conversation_id, message_id=message.id)
         if _older_unsent_exists(session, message):
             return Later(_ms(ORDER_WAIT_S))
         contact = session.scalar(
@@ -229,6 +233,7 @@ def _reconcile(sessions, sender: Sender, message_id: int, plan: _Plan) -> Later 
     log.info("unanswered send found at the carrier", extra={"message_id": message_id,
                                                              "carrier_message_id": found.carrier_message_id})
     _record_submitted(sessions, message_id, found)
+    SENDS.labels("reconciled", found.error_code or "").inc()
     return False
 
 
@@ -263,6 +268,7 @@ def _record_submitted(sessions, message_id: int, result: SendResult) -> None:
         message = _locked(session, message_id)
         message.send_state = SUBMITTED
         message.carrier_message_id = result.carrier_message_id
+        bind_message(result.carrier_message_id)
         message.status = advance(message.status, result.status)
         message.error_code, message.error_message = result.error_code, result.error_message
         # Callbacks can beat our own record of the SID: apply what was kept for it.
@@ -291,18 +297,19 @@ def _record_error(sessions, settings: Settings, message_id: int, plan: _Plan, ex
             )
             _opt_out(contact)
             _fail(message, exc.code, exc.message)
-            outcome = None
+            outcome, counted = None, "opted_out"
         elif exc.unknown_outcome and not expired:
             # Left in flight: the next turn looks it up at the carrier before any resend.
             message.error_code, message.error_message = exc.code, exc.message
-            outcome = Later(_backoff_ms(attempts))
+            outcome, counted = Later(_backoff_ms(attempts)), "unknown"
         elif exc.retryable and not expired:
             message.send_state = PENDING
             message.error_code, message.error_message = exc.code, exc.message
-            outcome = Later(_backoff_ms(attempts))
+            outcome, counted = Later(_backoff_ms(attempts)), "retry"
         else:
             _fail(message, exc.code, exc.message + (" (gave up: retry horizon passed)" if expired else ""))
-            outcome = None
+            outcome, counted = None, "failed"
+    SENDS.labels(counted, exc.code or "").inc()
     log.warning(
         "send failed" if outcome is None else "send will be retried",
         extra={"message_id": message_id, "code": exc.code, "error": exc.message, "attempts": attempts},

@@ -15,6 +15,7 @@ from gateway.accounts import add_user, create_token
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SERVICE_NUMBER, wait_until
 from tests.drills.conftest import sized
 from tests.standins.twilio_api import TwilioError, TwilioStandIn
+from tests.test_metrics import sample as metric_total
 
 pytestmark = pytest.mark.drill
 
@@ -92,3 +93,9 @@ def test_every_text_sent_through_a_carrier_outage_is_accepted_exactly_once(make_
         sids = set(connection.exec_driver_sql(
             "SELECT carrier_message_id FROM messages WHERE direction = 'outbound'").scalars())
     assert sids == {m.sid for m in failing_carrier.accepted}
+
+    # and the workers' metrics count the refusals by carrier error code, and every send
+    scrape = requests.get(f"http://127.0.0.1:{gateway.env['dramatiq_prom_port']}/metrics", timeout=10).text
+    assert metric_total(scrape, "gateway_sends_total", outcome="retry", error_code="20429") >= 1
+    assert metric_total(scrape, "gateway_sends_total", outcome="retry", error_code="20500") >= 1
+    assert metric_total(scrape, "gateway_sends_total", outcome="submitted") == MESSAGES

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -17,22 +16,13 @@ from tests.drills.conftest import (
     sized,
     wait_until_processed,
 )
+from tests.test_metrics import sample as metric_total
 
 pytestmark = pytest.mark.drill
 
 MESSAGES = sized(5000, 600)
 KILL_EVERY_S = 3.0
 MAX_KILLS = sized(40, 5)
-
-
-def metric_total(text: str, name: str, **labels) -> float:
-    """The sum of a metric's samples whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
-        if match and all(f'{k}="{v}"' in (match[1] or "") for k, v in labels.items()):
-            total += float(match[2])
-    return total
 
 
 def due_for_a_kill(gateway, started: float, done_at_start: int):
