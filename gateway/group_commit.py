@@ -25,18 +25,21 @@ The rules still hold request by request:
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import text, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway.broker import INBOUND_QUEUE
-from gateway.db import insert_ignoring_conflicts, is_sqlite, transaction
+from gateway.db import create_db_engine, insert_ignoring_conflicts, is_sqlite, transaction
 from gateway.inbound import (
     STORE_FIRST_BACKOFF_S,
     STORE_MAX_BACKOFF_S,
@@ -54,6 +57,15 @@ DEFAULT_MAX_BATCH = 256
 # The committer thread ends after this long with nothing to do, and starts again on demand.
 IDLE_EXIT_S = 5.0
 KEY = ("carrier", "carrier_message_id")
+# The batch travels as one JSON document (one parameter, serialised in C) rather than as
+# one array per column, which the driver would dump element by element in Python.
+INSERT_EVENTS = text(
+    "INSERT INTO inbound_events (carrier, carrier_message_id, from_number, from_kind, to_number, payload, "
+    "status, received_at, enqueued_at, attempts) "
+    "SELECT carrier, carrier_message_id, from_number, from_kind, to_number, payload, status, received_at, "
+    "enqueued_at, 0 FROM json_populate_recordset(NULL::inbound_events, CAST(:rows AS json)) "
+    "ON CONFLICT (carrier, carrier_message_id) DO NOTHING RETURNING id, carrier, carrier_message_id"
+)
 
 
 @dataclass
@@ -78,6 +90,7 @@ class EventCommitter:
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._engine: Engine | None = None
 
     def store(self, values: dict) -> StoredEvent:
         """Commit one inbound event row; a repeated carrier message id stores nothing."""
@@ -105,6 +118,9 @@ class EventCommitter:
                     self._lock.wait(IDLE_EXIT_S)
                 if not self._waiting:
                     self._thread = None
+                    if self._engine is not None:
+                        self._engine.dispose()
+                        self._engine = None
                     return
                 batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
             try:
@@ -153,13 +169,29 @@ class EventCommitter:
                 delay = min(delay * 2, STORE_MAX_BACKOFF_S)
 
     def _insert(self, rows: list[dict]) -> dict[tuple[str, str], int]:
-        with transaction(self.runtime.sessions) as session:
-            insert = sqlite.insert if is_sqlite(session) else postgresql.insert
-            statement = (
-                insert(InboundEvent).values(rows).on_conflict_do_nothing(index_elements=list(KEY))
-                .returning(InboundEvent.id, InboundEvent.carrier, InboundEvent.carrier_message_id)
+        if is_sqlite(self.runtime.engine):
+            with transaction(self.runtime.sessions) as session:
+                statement = (
+                    sqlite.insert(InboundEvent).values(rows).on_conflict_do_nothing(index_elements=list(KEY))
+                    .returning(InboundEvent.id, InboundEvent.carrier, InboundEvent.carrier_message_id)
+                )
+                return {(carrier, sid): event_id for event_id, carrier, sid in session.execute(statement)}
+        # PostgreSQL: one statement text for any batch size, so it is parsed and planned once,
+        # not compiled anew for every size. It runs alone in autocommit: when it returns, its
+        # rows are committed, in one round trip.
+        with self._autocommit_engine().connect() as connection:
+            result = connection.execute(INSERT_EVENTS, {"rows": json.dumps(rows, default=_json_value)})
+            return {(carrier, sid): event_id for event_id, carrier, sid in result}
+
+    def _autocommit_engine(self) -> Engine:
+        """The committer's own connection: autocommit, no ping (a dead one fails the
+        INSERT, is discarded, and the retry connects anew)."""
+        if self._engine is None:
+            self._engine = create_db_engine(
+                self.runtime.settings.database_url, isolation_level="AUTOCOMMIT", pool_pre_ping=False,
+                pool_size=1, max_overflow=0,
             )
-            return {(carrier, sid): event_id for event_id, carrier, sid in session.execute(statement)}
+        return self._engine
 
     def _insert_one_by_one(self, rows: list[_Waiting]) -> dict[tuple[str, str], int]:
         new_ids = {}
@@ -185,6 +217,12 @@ class EventCommitter:
             return
         with transaction(self.runtime.sessions) as session:
             session.execute(update(InboundEvent).where(InboundEvent.id.in_(event_ids)).values(enqueued_at=None))
+
+
+def _json_value(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in an inbound event row")
 
 
 def committer_for(extensions: dict, runtime) -> EventCommitter:

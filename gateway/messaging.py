@@ -6,7 +6,7 @@ in `gateway/carriers/` and one table of test cases. Nothing here knows any carri
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -39,7 +39,12 @@ class InboundMessage:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict, which deep-copies `raw` value by value: this runs in
+        # every webhook request, and every value here is already a JSON scalar.
+        payload = {f.name: getattr(self, f.name) for f in fields(self)}
+        payload["media"] = tuple({"url": m.url, "content_type": m.content_type} for m in self.media)
+        payload["raw"] = dict(self.raw)
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> InboundMessage:

@@ -7,6 +7,7 @@ so every number passes through `normalize_number` once, at the edge.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +34,10 @@ class Number:
         return self.kind == "e164"
 
 
+# Every inbound webhook normalises its To (one of a few business numbers) and its From
+# (customers text again and again); parsing is ~50 us a number. Results are immutable, and
+# errors are raised each time (functools caches only returns).
+@functools.lru_cache(maxsize=8192)
 def normalize_number(raw: str, default_region: str) -> Number:
     """E.164 for phone numbers; short codes and alphanumeric sender ids kept as they are."""
     text = (raw or "").strip()
