@@ -1,0 +1,129 @@
+"""The webhook's group commit: concurrent requests share one INSERT and one COMMIT.
+
+To put requests in one batch on purpose, a test holds the database's write lock from a
+connection of its own: the committer's first INSERT waits on it, and every request that
+arrives meanwhile queues up for the next batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from gateway.db import is_sqlite
+from gateway.group_commit import EventCommitter, committer_for
+from gateway.inbound import event_values
+from gateway.messaging import InboundMessage
+from gateway.models import InboundEvent
+from gateway.phone import normalize_number
+from tests.conftest import ACCOUNT_SID, SERVICE_NUMBER, Carrier, inbound_form, wait_until
+
+TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+@contextmanager
+def writes_held(runtime):
+    """Hold the inbound_events write lock until the block ends."""
+    with runtime.engine.connect() as connection:
+        if is_sqlite(runtime.engine):
+            connection.exec_driver_sql("SELECT 1")  # gateway.db begins every SQLite transaction IMMEDIATE
+        else:
+            connection.execute(text("LOCK TABLE inbound_events IN EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def in_parallel(calls) -> list:
+    results = [None] * len(calls)
+
+    def run(index, call):
+        try:
+            results[index] = call()
+        except Exception as exc:  # noqa: BLE001 - the test looks at what each call got
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def stored_sids(runtime) -> list[str]:
+    with runtime.sessions() as session:
+        return sorted(session.scalars(select(InboundEvent.carrier_message_id)))
+
+
+def test_copies_of_one_message_queued_in_one_batch_are_stored_once_and_all_answered(runtime, app):
+    # Given the database's write lock held, so requests pile up behind the first INSERT
+    committer = committer_for(app.extensions, runtime)
+    copy = inbound_form("+14155550100", sid="SM" + "c" * 32)
+    others = [inbound_form(f"+1415555{n:04d}", sid=f"SM{n:032x}") for n in range(4)]
+    forms = [copy] * 8 + others
+    with writes_held(runtime):
+        threads, responses = in_parallel([
+            lambda form=form: Carrier(app.test_client()).post("/webhooks/twilio/sms", form) for form in forms
+        ])
+        # When at least ten of the twelve are waiting for the next batch
+        wait_until(lambda: len(committer._waiting) >= 10, message="requests to queue behind the held lock")
+    for thread in threads:
+        thread.join(30)
+
+    # Then all twelve are answered 200 with TwiML, and each MessageSid is stored once
+    assert [(r.status_code, r.data) for r in responses] == [(200, TWIML)] * 12
+    assert stored_sids(runtime) == sorted(["SM" + "c" * 32] + [f"SM{n:032x}" for n in range(4)])
+
+
+def test_a_lone_webhook_is_committed_at_once_and_a_retry_later_is_a_duplicate(runtime, carrier):
+    first = carrier.inbound("+14155550100", sid="SM" + "d" * 32)
+    again = carrier.inbound("+14155550100", sid="SM" + "d" * 32)
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert stored_sids(runtime) == ["SM" + "d" * 32]
+
+
+def values(sid: str, sender: str = "+14155550100") -> dict:
+    message = InboundMessage("twilio", ACCOUNT_SID, sid, sender, SERVICE_NUMBER, "hello")
+    return event_values("twilio-test", message, normalize_number(sender, "US"),
+                        normalize_number(SERVICE_NUMBER, "US"), True)
+
+
+def test_a_row_the_database_refuses_fails_only_its_own_request(runtime):
+    # Given a batch of three good rows and one the database refuses (no sender)
+    committer = EventCommitter(runtime)
+    bad = {**values("SM" + "e" * 32), "from_number": None}
+    rows = [values(f"SM{n:032x}", f"+1415555{n:04d}") for n in range(3)] + [bad]
+    with writes_held(runtime):
+        # (a first row takes the committer into its INSERT, where it waits on the lock)
+        first, _ = in_parallel([lambda: committer.store(values("SM" + "f" * 32))])
+        wait_until(lambda: committer._thread is not None and not committer._waiting,
+                   message="the committer to take the first row")
+        threads, outcomes = in_parallel([lambda row=row: committer.store(row) for row in rows])
+        wait_until(lambda: len(committer._waiting) == 4, message="the rows to queue behind the held lock")
+    for thread in first + threads:
+        thread.join(30)
+
+    # Then only the refused row's caller gets the error; the other rows are committed
+    assert isinstance(outcomes[3], IntegrityError)
+    assert all(o.is_new for o in outcomes[:3])
+    assert stored_sids(runtime) == [f"SM{n:032x}" for n in range(3)] + ["SM" + "f" * 32]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_rows_of_any_batch_size_come_back_with_their_own_ids(runtime, batch):
+    committer = EventCommitter(runtime, max_batch=batch)
+    rows = [values(f"SM{n:032x}", f"+1415555{n:04d}") for n in range(7)]
+
+    threads, outcomes = in_parallel([lambda row=row: committer.store(row) for row in rows])
+    for thread in threads:
+        thread.join(30)
+
+    with runtime.sessions() as session:
+        stored = dict(session.execute(select(InboundEvent.carrier_message_id, InboundEvent.id)).all())
+        assert session.scalar(select(func.count()).select_from(InboundEvent)) == 7
+    assert [o.id for o in outcomes] == [stored[row["carrier_message_id"]] for row in rows]
