@@ -109,3 +109,34 @@ def test_a_worker_process_serves_its_counters_on_loopback_only(runtime, carrier,
     wait_until(routed, message="the worker's counters on its metrics port")
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.2:{port}/metrics", timeout=5)
+
+
+def test_rejections_are_counted_under_the_same_endpoint_label_as_stored_webhooks(client, carrier):
+    before = scrape(client)
+
+    assert carrier.post("/webhooks/twilio/sms", {"From": "+14155550100"}, signature="bad").status_code == 403
+
+    after = scrape(client)
+    assert sample(after, "gateway_webhooks_total", endpoint="sms", outcome="invalid_signature") == \
+        sample(before, "gateway_webhooks_total", endpoint="sms", outcome="invalid_signature") + 1
+
+
+def test_a_webhook_the_database_cannot_take_gets_a_503_to_retry_and_is_counted(runtime, monkeypatch):
+    from gateway import group_commit
+    from gateway.app import create_app
+    from gateway.runtime import Runtime
+    from tests.conftest import Carrier
+
+    monkeypatch.setattr(group_commit, "STORE_RETRY_WINDOW_S", 0.3)  # the hold, shortened for the test
+    unreachable = Runtime(runtime.settings.model_copy(
+        update={"database_url": "postgresql://nobody@127.0.0.1:1/none"}))
+    client = create_app(runtime=unreachable).test_client()
+    before = scrape(client)
+
+    response = Carrier(client).inbound("+14155550100", "hello")
+
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "database_unavailable"
+    after = scrape(client)
+    assert sample(after, "gateway_webhooks_total", endpoint="sms", outcome="database_unavailable") == \
+        sample(before, "gateway_webhooks_total", endpoint="sms", outcome="database_unavailable") + 1

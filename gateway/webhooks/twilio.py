@@ -6,6 +6,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway.carriers import twilio
 from gateway.delivery import record_status
@@ -30,9 +31,25 @@ class Rejected(Exception):
 
 @bp.errorhandler(Rejected)
 def _rejected(exc: Rejected):
-    WEBHOOKS.labels("twilio", request.endpoint or "", exc.code).inc()
+    WEBHOOKS.labels("twilio", _endpoint(), exc.code).inc()
     log.info("twilio webhook rejected", extra={"reason": exc.code, "path": request.path})
     return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(InterfaceError)
+def _database_unavailable(exc):
+    """Still unreachable after the webhook's hold (gateway/inbound.py): nothing is stored,
+    and a 503 tells the carrier to try again; the repeat is stored once."""
+    WEBHOOKS.labels("twilio", _endpoint(), "database_unavailable").inc()
+    log.error("twilio webhook not stored: database unavailable", exc_info=exc,
+              extra={"path": request.path, "message_sid": request.form.get("MessageSid")})
+    return jsonify(error={"code": "database_unavailable", "message": "database unavailable; retry"}), 503
+
+
+def _endpoint() -> str:
+    """`sms` or `status`: the same label the stored outcomes use."""
+    return request.path.rstrip("/").rsplit("/", 1)[-1]
 
 
 @bp.post("/sms")
