@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -217,7 +217,10 @@ def _find_or_open_conversation(session: Session, business_number, contact: Conta
             "created_at": at,
         },
         index_elements=["business_number", "contact_id"],
-        index_where=Conversation.status != "closed",
+        # A literal, not a bound parameter: PostgreSQL infers the partial unique index from
+        # this predicate when it parses the statement, and once psycopg prepares the
+        # statement (its 6th run on a connection) a `status != $1` matches no index.
+        index_where=text("status != 'closed'"),
     )
     return session.execute(open_thread.execution_options(populate_existing=True)).scalar_one()
 
