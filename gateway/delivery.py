@@ -51,6 +51,7 @@ DEFAULT_MAX_BACKOFF_S = 60.0
 ORDER_WAIT_S = 0.25          # an older message of the conversation is still going out
 IN_FLIGHT_GRACE_S = 2.0      # beyond the carrier timeout, before an in-flight call counts as lost
 SLEEP_IN_THREAD_MS = 300     # shorter rate-limit waits are slept; longer ones re-enqueue
+TURN_HAS_COME = 0            # a slot in the past: go straight to the rate gate
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,13 @@ def deliver(
             return found or None
     if not plan.claimed and not _claim_attempt(sessions, message_id, plan.send_attempts):
         return None  # another worker took this attempt; it carries the message from here
+    sender.warm()
     wait_ms = _pass_gate(limiter, plan, limit)
     if wait_ms:
-        # The window is full after all (a slot woken late): give the claim back, queue again.
+        # The window is full after all (a slot woken late): give the claim back and come
+        # back straight to the gate (slot 0: its turn has come), not to the end of the line.
         _release_attempt(sessions, message_id, plan.send_attempts + 1)
-        return Later(wait_ms, None, route)
+        return Later(wait_ms, TURN_HAS_COME, route)
     try:
         result = sender.send(plan.outbound)
     except SendError as exc:

@@ -30,6 +30,10 @@ class Sender:
         modules = {twilio.KIND: twilio}
         return modules[self.carrier.kind]
 
+    def warm(self) -> None:
+        """Get ready to send at once (clients built, modules imported)."""
+        self.module.warm(self.carrier)
+
     def send(self, message: OutboundMessage) -> SendResult:
         return self.module.send(message, self.carrier)
 

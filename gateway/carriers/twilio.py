@@ -209,6 +209,12 @@ def rest_client(carrier) -> Client:
         return client
 
 
+def warm(carrier) -> None:
+    """Build the client and import its Messages API now: twilio loads it on first use,
+    a few hundred ms that must not fall between the rate gate and the request."""
+    rest_client(carrier).messages  # noqa: B018 - the property import is the point
+
+
 def send(message: OutboundMessage, carrier) -> SendResult:
     """Create the message at Twilio; raises SendError saying whether a retry is safe."""
     params = {"to": message.to_number, "from_": message.from_number, "body": message.body}
