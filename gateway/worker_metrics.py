@@ -38,6 +38,40 @@ class WorkerPrometheus(Prometheus):
     def forks(self):
         return [serve_metrics]
 
+    def after_process_boot(self, broker):
+        forget_dead_processes(METRICS_DIR)
+        super().after_process_boot(broker)
+
+
+def forget_dead_processes(directory: str) -> int:
+    """Delete the value files of processes that are gone; returns how many.
+
+    dramatiq never wipes its metrics directory, so without this every run's files (and a
+    killed worker's "in progress" gauges) would be summed into every later scrape. A
+    process that is gone takes its counts with it: Prometheus reads the drop as a counter
+    reset. Files of live processes (this worker's siblings) are left alone.
+    """
+    removed = 0
+    for name in os.listdir(directory):
+        pid = name.rsplit("_", 1)[-1].removesuffix(".db")
+        if name.endswith(".db") and pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(directory, name))
+                removed += 1
+            except FileNotFoundError:
+                pass  # a sibling worker removed it first
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
 
 def serve_metrics() -> int:
     """Run by dramatiq in a forked process: serve the summed worker metrics until stopped."""

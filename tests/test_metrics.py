@@ -140,3 +140,22 @@ def test_a_webhook_the_database_cannot_take_gets_a_503_to_retry_and_is_counted(r
     after = scrape(client)
     assert sample(after, "gateway_webhooks_total", endpoint="sms", outcome="database_unavailable") == \
         sample(before, "gateway_webhooks_total", endpoint="sms", outcome="database_unavailable") + 1
+
+
+@pytest.mark.processes
+def test_a_worker_forgets_the_metrics_of_processes_that_are_gone(runtime, workers, tmp_path):
+    import subprocess
+    import sys
+
+    directory = tmp_path / "worker-metrics"
+    directory.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (directory / f"counter_{gone}.db").write_bytes(b"\0" * 8)
+    (directory / f"gauge_livesum_{gone}.db").write_bytes(b"\0" * 8)
+
+    workers(dramatiq_prom_port=str(free_port()), dramatiq_prom_db=str(directory))
+
+    wait_until(lambda: not (directory / f"counter_{gone}.db").exists()
+               and any(directory.glob("counter_*.db")), message="the dead process's files to go")
+    assert not (directory / f"gauge_livesum_{gone}.db").exists()
