@@ -25,7 +25,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, select, tuple_, update
+from sqlalchemy import and_, exists, select, text, tuple_, update
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from gateway.db import is_sqlite, transaction
@@ -268,6 +268,7 @@ def _release_attempt(sessions, message_id: int, claimed_attempts: int) -> None:
 
 def _record_submitted(sessions, message_id: int, result: SendResult) -> None:
     with transaction(sessions) as session:
+        _serialize_sid(session, result.carrier_message_id)
         message = _locked(session, message_id)
         message.send_state = SUBMITTED
         message.carrier_message_id = result.carrier_message_id
@@ -361,6 +362,7 @@ def record_status(sessions: sessionmaker[Session], carrier_name: str, update_: S
     answered 200 by the webhook), and applied later if our record of the SID comes after.
     """
     with transaction(sessions) as session:
+        _serialize_sid(session, update_.carrier_message_id)
         event = StatusEvent(
             carrier=carrier_name, carrier_message_id=update_.carrier_message_id, status=update_.status,
             carrier_status=update_.carrier_status[:32], error_code=update_.error_code,
@@ -375,6 +377,13 @@ def record_status(sessions: sessionmaker[Session], carrier_name: str, update_: S
             _apply(session, message, event)
         session.flush()
         return event
+
+
+def _serialize_sid(session: Session, carrier_message_id: str) -> None:
+    """One SID at a time: a callback racing the worker's record of that SID either sees
+    the message or is seen by it, never neither. (SQLite writers are serial already.)"""
+    if not is_sqlite(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:sid))"), {"sid": carrier_message_id})
 
 
 def _apply(session: Session, message: Message, event: StatusEvent) -> None:

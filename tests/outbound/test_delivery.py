@@ -197,3 +197,22 @@ def test_no_one_second_window_exceeds_the_numbers_limit(runtime, client, admin_h
     arrivals = sorted(m.received_at for m in standin.accepted)
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
     assert busiest <= 2
+
+
+def test_a_callback_that_beats_the_workers_record_of_the_sid_is_applied_when_the_sid_is_stored(
+    runtime, client, admin_headers, workers, callbacks
+):
+    callbacks.stall_seconds = 0.8   # the carrier answers late; its callback comes first
+    callbacks.stall_next(1)
+    workers()
+
+    sent = send(client, admin_headers, "Racing the callback")
+    [received] = eventually(lambda: callbacks.accepted, message="the send at the carrier")
+    assert message(client, admin_headers, sent["id"])["carrier_message_id"] is None
+    assert callbacks.send_status(received.sid, "delivered").status_code == 200
+
+    shown = eventually(
+        lambda: (m := message(client, admin_headers, sent["id"]))["carrier_message_id"] and m,
+        message="the SID stored",
+    )
+    assert (shown["carrier_message_id"], shown["status"]) == (received.sid, "delivered")
