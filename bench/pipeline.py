@@ -1,14 +1,14 @@
 """Benchmark: stored inbound events drained by the Procfile's workers, batch path vs per message.
 
     python3 bench/pipeline.py                # PostgreSQL at postgresql://postgres@127.0.0.1:5432/
-    python3 bench/pipeline.py --events 20000 --baseline-events 5000 --batch 100
+    python3 bench/pipeline.py --events 20000 --baseline-events 2000 --batch 100
 
 What runs: a scratch PostgreSQL database of its own (created, migrated, dropped at the
 end), a private redis-server on a free port, and the Procfile's `worker` line (dramatiq,
 its processes and threads as written there). The database holds 2,000 senders' folders
 (60% on one folder, 10% on two, 30% on none), 12 users in the number's team (10 of them
 folders' sales resources, one subscribed to all), so that routing and notifying do real
-work: about 5.6 notifications per message.
+work: about 6 notifications per message.
 
 Each run inserts its events directly (as the webhook stores them; not timed), then
 enqueues them and times until every event is routed and every message notified
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_DATABASE,
                         help="a PostgreSQL server to make a scratch database on")
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--baseline-events", type=int, default=5_000)
+    parser.add_argument("--baseline-events", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=100, help="events per batch task")
     args = parser.parse_args()
 
