@@ -92,10 +92,12 @@ def deliver(
         return None
     number = settings.business_number(route[0])
     limit = Limit(number.max_per_second) if number is not None else None
+    slot_at = 0.0  # time.monotonic() of this message's slot, once it is near
     if limit is not None:
         waiting = _wait_for_slot(limiter, route, limit, slot_ms)
-        if waiting is not None:
+        if isinstance(waiting, Later):
             return waiting
+        slot_at = waiting
     plan = _plan(sessions, settings, message_id)
     if not isinstance(plan, _Plan):
         return plan if plan is None else Later(plan.delay_ms, None, route)
@@ -107,6 +109,8 @@ def deliver(
     if not plan.claimed and not _claim_attempt(sessions, message_id, plan.send_attempts):
         return None  # another worker took this attempt; it carries the message from here
     sender.warm()
+    # Claimed and ready before the slot: the send leaves on time, not a transaction late.
+    time.sleep(max(0.0, slot_at - time.monotonic()))
     wait_ms = _pass_gate(limiter, plan, limit)
     if wait_ms:
         # The window is full after all (a slot woken late): give the claim back and come
@@ -134,11 +138,17 @@ def _route(sessions, message_id: int) -> tuple[str, int] | None:
         return (row.from_number, row.segments) if row else None
 
 
-def _wait_for_slot(limiter: RateLimiter, route: tuple[str, int], limit: Limit, slot_ms: int | None):
-    """None once this message's reserved slot has come; else Later until it does.
+def _wait_for_slot(
+    limiter: RateLimiter, route: tuple[str, int], limit: Limit, slot_ms: int | None
+) -> Later | float:
+    """When this message's reserved slot is near, the time.monotonic() it comes at;
+    else Later, to wake a little before it.
 
     A message waiting for its slot is re-enqueued with a delay: not a retry, and
-    `send_attempts` (carrier calls) is untouched.
+    `send_attempts` (carrier calls) is untouched. It wakes up to one slot (at most
+    SLEEP_IN_THREAD_MS) early, because a delayed task starts late by the broker's polling
+    and the planning transaction, and a send that misses its slot shifts the number's
+    whole schedule; at most about one task per number sleeps through that lead.
     """
     number, segments = route
     if slot_ms is None:
@@ -147,9 +157,9 @@ def _wait_for_slot(limiter: RateLimiter, route: tuple[str, int], limit: Limit, s
     else:
         wait_ms = limiter.wait_for(slot_ms)
     if wait_ms > SLEEP_IN_THREAD_MS:
-        return Later(wait_ms, slot_ms, route)
-    time.sleep(wait_ms / 1000)
-    return None
+        lead_ms = min(SLEEP_IN_THREAD_MS, limit.interval_ms * segments)
+        return Later(max(1, int(wait_ms - lead_ms)), slot_ms, route)
+    return time.monotonic() + wait_ms / 1000
 
 
 def _pass_gate(limiter: RateLimiter, plan: _Plan, limit: Limit | None) -> int:
