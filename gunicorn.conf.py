@@ -7,16 +7,18 @@ prometheus_client (workers import the app after they fork from this master), and
 start empty, or counters of an earlier run would be added in.
 """
 
+import glob
 import os
 import shutil
 import tempfile
 
 _configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 metrics_dir = _configured or tempfile.mkdtemp(prefix="gateway-web-metrics-")
-if _configured:
-    # Wipe what an earlier run left, keeping the directory the operator chose.
-    shutil.rmtree(metrics_dir, ignore_errors=True)
 os.makedirs(metrics_dir, exist_ok=True)
+# Forget what an earlier run left: only prometheus_client's value files, never anything
+# else that may live in a directory the operator chose.
+for _stale in glob.glob(os.path.join(metrics_dir, "*.db")):
+    os.remove(_stale)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
 

@@ -337,15 +337,15 @@ def make_gateway(private_postgres, private_redis, tmp_path):
         (config_dir / "gateway.toml").write_text(drill_config(api_base))
         database_url = private_postgres.create_database(f"drill_{uuid.uuid4().hex[:10]}")
         upgrade_database(database_url)
-        for directory in ("web-metrics", "worker-metrics", "media"):
+        for directory in ("worker-metrics", "media"):
             (tmp_path / directory).mkdir(exist_ok=True)
+        # No PROMETHEUS_MULTIPROC_DIR: gunicorn.conf.py makes the web's, as in production.
         env = {
             "GATEWAY_CONFIG": str(config_dir),
             "DATABASE_URL": database_url,
             "REDIS_URL": private_redis.url,
             "PUBLIC_URL": PUBLIC_URL,
             "MEDIA_DIR": str(tmp_path / "media"),
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "web-metrics"),
             "dramatiq_prom_db": str(tmp_path / "worker-metrics"),
             "dramatiq_prom_port": str(free_port()),
         }
