@@ -148,12 +148,12 @@ def process_event(sessions: sessionmaker[Session], settings: Settings, event_id:
             event.status = EventStatus.unroutable
             return None
         inbound = InboundMessage.from_payload(event.payload)
-        contact = _find_or_create_contact(session, event.from_number, event.from_kind)
-        conversation = _find_or_open_conversation(session, business_number, contact, event.received_at)
+        contact = find_or_create_contact(session, event.from_number, event.from_kind)
+        conversation = find_or_open_conversation(session, business_number, contact, event.received_at)
         bind_message(event.carrier_message_id, conversation.id, event_id=event.id)
         keyword = _apply_keyword(contact, inbound.body, event.received_at)
         if needs_folder_match(conversation.folder_id, conversation.assignee_id):
-            _match_folder(session, conversation, contact.number)
+            match_folder(session, conversation, contact.number)
         message = _add_message(session, conversation, event, inbound, keyword)
         event.status = EventStatus.processed
         event.processed_at = utcnow()
@@ -174,7 +174,7 @@ def _existing_message_id(session: Session, event_id: int) -> int | None:
     return session.scalar(select(Message.id).where(Message.inbound_event_id == event_id))
 
 
-def _find_or_create_contact(session: Session, number: str, kind: str) -> Contact:
+def find_or_create_contact(session: Session, number: str, kind: str) -> Contact:
     insert_ignoring_conflicts(
         session, Contact, {"number": number, "number_kind": kind, "created_at": utcnow()},
         index_elements=["number"],
@@ -182,7 +182,7 @@ def _find_or_create_contact(session: Session, number: str, kind: str) -> Contact
     return session.execute(select(Contact).where(Contact.number == number)).scalar_one()
 
 
-def _find_or_open_conversation(session: Session, business_number, contact: Contact, at: dt.datetime):
+def find_or_open_conversation(session: Session, business_number, contact: Contact, at: dt.datetime):
     """The contact's open conversation on this number, opened if there is none.
 
     Two workers may get here at once for one sender. Both try the INSERT; the partial
@@ -234,7 +234,7 @@ def _apply_keyword(contact: Contact, body: str, at: dt.datetime) -> str | None:
     return keyword
 
 
-def _match_folder(session: Session, conversation: Conversation, number: str) -> None:
+def match_folder(session: Session, conversation: Conversation, number: str) -> None:
     folder_ids = session.scalars(select(FolderPhone.folder_id).where(FolderPhone.number == number))
     result = match_folders(folder_ids)
     conversation.folder_id = result.folder_id

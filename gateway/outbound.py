@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import insert_ignoring_conflicts, transaction
-from gateway.inbound import _find_or_create_contact, _find_or_open_conversation, _match_folder
+from gateway.inbound import find_or_create_contact, find_or_open_conversation, match_folder
 from gateway.models import (
     Contact,
     Conversation,
@@ -138,11 +138,11 @@ def start(
         existing = session.scalar(select(Contact).where(Contact.number == destination))
         if existing is not None and existing.opted_out:
             raise _opted_out(destination)
-        contact = _find_or_create_contact(session, destination, "e164")
+        contact = find_or_create_contact(session, destination, "e164")
         now = utcnow()
-        conversation = _find_or_open_conversation(session, number, contact, now)
+        conversation = find_or_open_conversation(session, number, contact, now)
         if needs_folder_match(conversation.folder_id, conversation.assignee_id):
-            _match_folder(session, conversation, contact.number)
+            match_folder(session, conversation, contact.number)
         return _queue(session, conversation, user, final, media_urls)
 
     return _create_once(sessions, user, idempotency_key, create)
