@@ -32,7 +32,8 @@ class Rejected(Exception):
 @bp.errorhandler(Rejected)
 def _rejected(exc: Rejected):
     WEBHOOKS.labels("twilio", _endpoint(), exc.code).inc()
-    log.info("twilio webhook rejected", extra={"reason": exc.code, "path": request.path})
+    log.info("twilio webhook rejected", extra={"reason": exc.code, "path": request.path,
+                                               "message_sid": request.form.get("MessageSid")})
     return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
 
 
