@@ -274,6 +274,13 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_thread", "conversation_id", "created_at", "id"),
+        # The outbound sweeper's query: only the few messages not yet handed to a carrier.
+        Index(
+            "ix_messages_unsent",
+            "created_at",
+            sqlite_where=text("send_state IN ('pending', 'in_flight')"),
+            postgresql_where=text("send_state IN ('pending', 'in_flight')"),
+        ),
         UniqueConstraint("inbound_event_id"),
         UniqueConstraint("carrier_message_id"),
     )

@@ -28,6 +28,11 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("attempted_at", gateway.models.AwareDateTime(timezone=True), nullable=True)
         )
+        batch_op.create_index(
+            "ix_messages_unsent", ["created_at"], unique=False,
+            sqlite_where=sa.text("send_state IN ('pending', 'in_flight')"),
+            postgresql_where=sa.text("send_state IN ('pending', 'in_flight')"),
+        )
 
     op.create_table(
         "idempotency_keys",
@@ -69,6 +74,7 @@ def downgrade() -> None:
     op.drop_table("status_events")
     op.drop_table("idempotency_keys")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_unsent")
         batch_op.drop_column("attempted_at")
         batch_op.drop_column("send_attempts")
         batch_op.drop_column("send_state")
