@@ -105,7 +105,8 @@ class EventCommitter:
         with self._lock:
             self._waiting.append(waiting)
             self._ensure_thread()
-            self._lock.notify()
+            if len(self._waiting) == 1:  # the committer sleeps only on an empty list
+                self._lock.notify()
         waiting.done.wait()
         if waiting.error is not None:
             raise waiting.error
