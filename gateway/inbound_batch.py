@@ -42,7 +42,7 @@ from gateway.inbound import process_event
 from gateway.messaging import InboundMessage
 from gateway.metrics import ROUTING_OUTCOMES
 from gateway.models import Conversation, EventStatus, InboundEvent, Message, User, UserTeam, utcnow
-from gateway.notifications import message_event, preferences
+from gateway.notifications import message_event, notify_inbound, preferences
 from gateway.routing.conversations import conversation_status, needs_folder_match
 from gateway.routing.folders import match_folders
 from gateway.routing.keywords import OPT_IN, OPT_OUT, classify_keyword
@@ -65,9 +65,26 @@ class BatchResult:
 
 
 def process_events(sessions: sessionmaker[Session], settings: Settings, event_ids: list[int]) -> BatchResult:
-    """Thread (and on PostgreSQL, notify) every still-received event among `event_ids`."""
+    """Thread (and on PostgreSQL, notify) every still-received event among `event_ids`.
+
+    If the set-based batch fails for any other reason than a deadlock, its events are
+    redone one at a time, so that one event that cannot be processed (a poison event)
+    holds up only itself: the others are threaded and notified, and then the error is
+    raised for the task to be retried (finding the others done).
+    """
     if is_sqlite(sessions.kw["bind"]):
         return _one_by_one(sessions, settings, event_ids)
+    try:
+        return _set_based(sessions, settings, event_ids)
+    except Exception:
+        if len(event_ids) == 1:
+            raise
+        log.exception("inbound batch failed; redoing its events one at a time",
+                      extra={"events": len(event_ids)})
+        return _one_by_one(sessions, settings, event_ids, notify=True)
+
+
+def _set_based(sessions, settings, event_ids) -> BatchResult:
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
             with transaction(sessions) as session:
@@ -80,14 +97,32 @@ def process_events(sessions: sessionmaker[Session], settings: Settings, event_id
     raise AssertionError("unreachable")
 
 
-def _one_by_one(sessions, settings, event_ids) -> BatchResult:
+def _one_by_one(sessions, settings, event_ids, notify: bool = False) -> BatchResult:
+    """The one-event path for each event; with `notify`, notified here too (as a batch is).
+
+    Every event is tried; the first error is raised after the others are done (their
+    media tasks, if any, are then left to the sweeper's media pass).
+    """
     result = BatchResult()
+    failure = None
     for event_id in event_ids:
-        message_id = process_event(sessions, settings, event_id)
+        try:
+            message_id = process_event(sessions, settings, event_id)
+            if message_id is not None and notify:
+                notify_inbound(sessions, settings, message_id)
+        except Exception as exc:
+            log.exception("inbound event not processed", extra={"event_id": event_id})
+            failure = failure or exc
+            continue
         if message_id is not None:
             result.message_ids.append(message_id)
-            result.to_notify.append(message_id)
             result.with_media.append(message_id)
+            if not notify:
+                result.to_notify.append(message_id)
+    if failure is not None:
+        for message_id in result.to_notify:  # the task fails: nobody would enqueue these
+            notify_inbound(sessions, settings, message_id)
+        raise failure
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+import pytest
 from sqlalchemy import func, select
 
 from gateway.db import transaction
@@ -193,3 +194,22 @@ def test_a_text_after_a_close_opens_a_new_conversation_in_a_batch(runtime, carri
     [second_id] = [i for i in listed if i != first["id"]]
     assert [m["body"] for m in thread(client, admin_headers, second_id)] == ["again"]
     assert listed[second_id]["business_number"] == SERVICE_NUMBER
+
+
+def test_an_event_that_cannot_be_processed_holds_up_only_itself(runtime, carrier, client, admin_headers):
+    # Given a batch of four stored texts, one of them with a payload no worker can read
+    for n in range(4):
+        carrier.inbound(f"+1415555010{n}", f"text {n}")
+    ids = stored_event_ids(runtime)
+    with transaction(runtime.sessions) as session:
+        session.get(InboundEvent, ids[1]).payload = {"not": "a message"}
+
+    # When the batch is processed, the task fails (and will be retried)...
+    with pytest.raises(TypeError):
+        process(runtime, ids)
+
+    # ...but the three readable texts are threaded and notified, and only the poison waits
+    bodies = sorted(c["contact"]["number"] for c in conversations(client, admin_headers))
+    assert bodies == ["+14155550100", "+14155550102", "+14155550103"]
+    assert count(runtime, InboundEvent, InboundEvent.status == EventStatus.received) == 1
+    assert find_unnotified_messages(runtime.sessions, grace=dt.timedelta(0)) == []
