@@ -40,11 +40,15 @@ def test_webhooks_that_arrive_while_postgresql_restarts_are_not_lost(make_gatewa
     # When PostgreSQL is stopped (fast shutdown) in the middle of it, and started again later
     private_postgres.stop()
     stopped = time.monotonic()
-    assert readiness(gateway) == 503  # the database is unreachable: not ready
-    wait_until(lambda: time.monotonic() - stopped >= OUTAGE_S, timeout=OUTAGE_S + 5, interval=0.2,
-               message="the outage to last its length")
-    private_postgres.start()
+    try:
+        ready_during_outage = readiness(gateway)
+        wait_until(lambda: time.monotonic() - stopped >= OUTAGE_S, timeout=OUTAGE_S + 5, interval=0.2,
+                   message="the outage to last its length")
+    finally:
+        private_postgres.start()  # the cluster is the session's: later drills need it up
     burst.join()
+
+    assert ready_during_outage == 503  # the database was unreachable: not ready
 
     # Then requests were held through the outage and answered 200 once it ended,
     assert burst.held, "no webhook was held through the outage"
