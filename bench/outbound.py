@@ -239,8 +239,7 @@ def main() -> None:
         queue_sends(database_url, redis_url, args.sends)
         print(f"queued {args.sends} sends in {time.perf_counter() - queued_at:.1f} s", flush=True)
         env = {**os.environ, "GATEWAY_CONFIG": str(workdir), "DATABASE_URL": database_url,
-               "REDIS_URL": redis_url, "PUBLIC_URL": "http://127.0.0.1:9", "dramatiq_restart_delay": "0",
-               "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "100")}
+               "REDIS_URL": redis_url, "PUBLIC_URL": "http://127.0.0.1:9", "dramatiq_restart_delay": "0"}
         workers = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "gateway.workers", "--processes", str(args.processes),
              "--threads", str(args.threads), "--queues", OUTBOUND_QUEUE],

@@ -16,10 +16,12 @@ from gateway.broker import build_broker
 from gateway.logs import configure_logging
 from gateway.runtime import get_runtime
 from gateway.workers.middleware import MessageLogContext, WorkerHeartbeat, default_middleware
+from gateway.workers.polling import ConsumerPolling
 
 configure_logging()
 broker = build_broker(get_runtime().redis_url, middleware=default_middleware())
 broker.add_middleware(WorkerHeartbeat())
+broker.add_middleware(ConsumerPolling())  # delayed tasks start within ~100 ms (gateway/workers/polling.py)
 broker.add_middleware(MessageLogContext())  # log lines name the task's message, and only its own
 broker.add_middleware(prometheus_middleware())  # metrics on 127.0.0.1 (gateway/worker_metrics.py)
 dramatiq.set_broker(broker)
