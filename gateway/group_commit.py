@@ -240,6 +240,6 @@ def _json_value(value):
 def committer_for(extensions: dict, runtime) -> EventCommitter:
     """The app's committer (one per web process), made on first use."""
     committer = extensions.get("gateway.event_committer")
-    if committer is None or committer.runtime is not runtime:
+    if committer is None:  # two first requests at once: setdefault keeps one
         committer = extensions.setdefault("gateway.event_committer", EventCommitter(runtime))
     return committer
