@@ -106,6 +106,9 @@ def deliver(
         found = _reconcile(sessions, sender, message_id, plan)
         if found is not None:
             return found or None
+        if _past_horizon(settings, plan):
+            _give_up(sessions, message_id, "no answer from the carrier, and not found there")
+            return None
     if not plan.claimed and not _claim_attempt(sessions, message_id, plan.send_attempts):
         return None  # another worker took this attempt; it carries the message from here
     sender.warm()
@@ -300,8 +303,7 @@ def _record_submitted(sessions, message_id: int, result: SendResult) -> None:
 
 def _record_error(sessions, settings: Settings, message_id: int, plan: _Plan, exc: SendError) -> Later | None:
     attempts = plan.send_attempts + 1
-    horizon = dt.timedelta(minutes=settings.config.gateway.send_retry_horizon_minutes)
-    expired = utcnow() >= plan.created_at + horizon
+    expired = _past_horizon(settings, plan)
     with transaction(sessions) as session:
         message = _locked(session, message_id)
         if exc.opted_out:
@@ -312,8 +314,9 @@ def _record_error(sessions, settings: Settings, message_id: int, plan: _Plan, ex
             _opt_out(contact)
             _fail(message, exc.code, exc.message)
             outcome, counted = None, "opted_out"
-        elif exc.unknown_outcome and not expired:
-            # Left in flight: the next turn looks it up at the carrier before any resend.
+        elif exc.unknown_outcome:
+            # Left in flight, even past the horizon: it may have gone out, so the next turn
+            # looks it up at the carrier, and only then sends again or gives up.
             message.error_code, message.error_message = exc.code, exc.message
             outcome, counted = Later(_backoff_ms(attempts)), "unknown"
         elif exc.retryable and not expired:
@@ -337,6 +340,20 @@ def _locked(session: Session, message_id: int) -> Message:
     if not is_sqlite(session):
         query = query.with_for_update(of=Message)
     return session.scalar(query)
+
+
+def _past_horizon(settings: Settings, plan: _Plan) -> bool:
+    horizon = dt.timedelta(minutes=settings.config.gateway.send_retry_horizon_minutes)
+    return utcnow() >= plan.created_at + horizon
+
+
+def _give_up(sessions, message_id: int, reason: str) -> None:
+    with transaction(sessions) as session:
+        message = _locked(session, message_id)
+        if message.send_state in UNSENT:
+            _fail(message, message.error_code, f"{reason} (gave up: retry horizon passed)")
+    SENDS.labels("failed", "").inc()
+    log.warning("send failed", extra={"message_id": message_id, "error": reason})
 
 
 def _fail(message: Message, code: str | None, text: str) -> None:

@@ -22,13 +22,23 @@ def standin():
 
 
 @pytest.fixture
-def config_dir(tmp_path, standin):
+def retry_horizon_minutes() -> float:
+    """Override in a test module or with parametrize to make the gateway give up sooner."""
+    return 60
+
+
+@pytest.fixture
+def config_dir(tmp_path, standin, retry_horizon_minutes):
     directory = tmp_path / "config"
     directory.mkdir()
     config = TEST_CONFIG.replace(
         'kind = "twilio"\n',
         f'kind = "twilio"\napi_base = "{standin.url}"\nsend_timeout_seconds = {SEND_TIMEOUT_S}\n',
+    ).replace(
+        'default_region = "US"\n',
+        f'default_region = "US"\nsend_retry_horizon_minutes = {retry_horizon_minutes}\n', 1,
     )
+    assert f"send_retry_horizon_minutes = {retry_horizon_minutes}" in config
     assert standin.url in config
     (directory / "gateway.toml").write_text(config)
     return directory

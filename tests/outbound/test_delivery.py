@@ -216,3 +216,18 @@ def test_a_callback_that_beats_the_workers_record_of_the_sid_is_applied_when_the
         message="the SID stored",
     )
     assert (shown["carrier_message_id"], shown["status"]) == (received.sid, "delivered")
+
+
+@pytest.mark.parametrize("retry_horizon_minutes", [0.05])   # 3 s
+def test_temporary_errors_past_the_retry_horizon_fail_the_message(
+    runtime, client, admin_headers, workers, standin, retry_horizon_minutes
+):
+    standin.fail_next(1000, 503)
+    workers()
+
+    sent = send(client, admin_headers, "Never gets through")
+
+    shown = eventually(lambda: (m := message(client, admin_headers, sent["id"]))["status"] == "failed" and m,
+                       message="the message given up")
+    assert "gave up: retry horizon passed" in shown["error_message"]
+    assert standin.accepted == []
