@@ -45,7 +45,9 @@ class Sweeper:
     def sweep_once(self) -> int:
         """One pass; returns how many events it enqueued."""
         enqueued = 0
-        event_ids = find_unenqueued_events(self.runtime.sessions, grace=self.grace, stale_after=self.stale_after)
+        event_ids = find_unenqueued_events(
+            self.runtime.sessions, grace=self.grace, stale_after=self.stale_after
+        )
         # A backlog (after a broker outage, say) goes to the workers in batches: the batch
         # path threads 100 events in about the time the one-event path takes for a few.
         for start in range(0, len(event_ids), SWEEP_BATCH):
