@@ -160,8 +160,15 @@ class EventCommitter:
             new_ids = self._insert_one_by_one(rows)
         for waiting in rows:
             waiting.event_id = new_ids.get(waiting.key)
-        self._enqueue([w.event_id for w in rows
-                       if w.event_id is not None and w.values["status"] == EventStatus.received])
+        new_events = [w.event_id for w in rows
+                      if w.event_id is not None and w.values["status"] == EventStatus.received]
+        try:
+            self._enqueue(new_events)
+        except Exception:
+            # The rows are committed: their requests are answered 200 whatever happens here.
+            # Events marked enqueued that no worker got are the sweeper's after `stale_after`.
+            log.exception("stored webhooks not handed to the workers; the sweeper will",
+                          extra={"event_ids": new_events})
 
     def _insert_with_retries(self, rows: list[dict]) -> dict[tuple[str, str], int]:
         """One INSERT, one COMMIT; held through a short database outage like a single row."""

@@ -60,23 +60,29 @@ def stored_sids(runtime) -> list[str]:
 
 
 def test_copies_of_one_message_queued_in_one_batch_are_stored_once_and_all_answered(runtime, app):
-    # Given the database's write lock held, so requests pile up behind the first INSERT
+    # Given the database's write lock held, and a first request waiting on it in the INSERT
     committer = committer_for(app.extensions, runtime)
     copy = inbound_form("+14155550100", sid="SM" + "c" * 32)
     others = [inbound_form(f"+1415555{n:04d}", sid=f"SM{n:032x}") for n in range(4)]
     forms = [copy] * 8 + others
+
+    def post(form):
+        return Carrier(app.test_client()).post("/webhooks/twilio/sms", form)
+
     with writes_held(runtime):
-        threads, responses = in_parallel([
-            lambda form=form: Carrier(app.test_client()).post("/webhooks/twilio/sms", form) for form in forms
-        ])
-        # When at least ten of the twelve are waiting for the next batch
-        wait_until(lambda: len(committer._waiting) >= 10, message="requests to queue behind the held lock")
-    for thread in threads:
+        first, _ = in_parallel([lambda: post(inbound_form("+14155550199", sid="SM" + "a" * 32))])
+        wait_until(lambda: committer._thread is not None and not committer._waiting,
+                   message="the committer to take the first request")
+        # When eight copies of one message and four others queue up for the next batch
+        threads, responses = in_parallel([lambda form=form: post(form) for form in forms])
+        wait_until(lambda: len(committer._waiting) == 12, message="requests to queue behind the held lock")
+    for thread in first + threads:
         thread.join(30)
 
     # Then all twelve are answered 200 with TwiML, and each MessageSid is stored once
     assert [(r.status_code, r.data) for r in responses] == [(200, TWIML)] * 12
-    assert stored_sids(runtime) == sorted(["SM" + "c" * 32] + [f"SM{n:032x}" for n in range(4)])
+    assert stored_sids(runtime) == sorted(
+        ["SM" + "a" * 32, "SM" + "c" * 32] + [f"SM{n:032x}" for n in range(4)])
 
 
 def test_a_lone_webhook_is_committed_at_once_and_a_retry_later_is_a_duplicate(runtime, carrier):
