@@ -11,7 +11,9 @@ from gateway.sweeper import DEFAULT_STALE_AFTER
 from tests.conftest import wait_until
 from tests.drills.conftest import Burst, audit_inbound, signed_webhooks, sized, wait_until_processed
 
-pytestmark = pytest.mark.drill
+pytestmark = pytest.mark.drill(
+    slow="a Redis stop during a worker's fetch strands a few tasks until the sweeper's 5-minute stale_after"
+)
 
 OUTAGE_S = sized(10.0, 4.0)
 # A fetch that Redis ran as it went down, whose reply the worker never got, leaves its
