@@ -31,6 +31,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import redis
 import sqlalchemy as sa
 from harness import (
     ACCOUNT_SID,
@@ -107,7 +108,7 @@ def main() -> None:
                         help="a PostgreSQL server to make a scratch database on")
     parser.add_argument("--seconds", type=int, default=10, help="length of each timed run")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--bodies", type=int, default=40_000, help="unique webhooks per timed run")
+    parser.add_argument("--bodies", type=int, default=60_000, help="unique webhooks per timed run")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -150,14 +151,16 @@ def main() -> None:
             memory.stop()
             for process in processes.values():
                 process.stop()
-        audit(database_url, rounds)
+        stored = audit(database_url, rounds)
+        tasks = redis.Redis.from_url(redis_url).hlen("dramatiq:inbound.msgs")
+        print(f"handed to the workers in {tasks} tasks ({stored / max(tasks, 1):.1f} events a task)")
     ratio = statistics.median(g["rps"] / b["rps"] for b, g in rounds)
     print(f"\nmedian ratio gateway/bare: {ratio:.2f}x  (target >= 0.5x)")
     print(memory.report("gateway") + "  (target < 120 MB per process)")
     print(memory.report("bare"))
 
 
-def audit(database_url: str, rounds) -> None:
+def audit(database_url: str, rounds) -> int:
     """Every webhook answered 200 is stored, and each MessageSid once (the unique key)."""
     engine = sa.create_engine(normalize_database_url(database_url))
     with engine.connect() as connection:
@@ -169,6 +172,7 @@ def audit(database_url: str, rounds) -> None:
           f"{answered} answered 200 in the timed runs (+ warm-up and requests cut off by the run's end)")
     if stored != distinct or stored < answered:
         raise SystemExit("AUDIT FAILED: a webhook answered 200 is missing, or one is stored twice")
+    return stored
 
 
 if __name__ == "__main__":

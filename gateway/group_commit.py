@@ -62,6 +62,9 @@ IDLE_EXIT_S = 5.0
 # request (measured: 2 ms took 10-20% off the web process's CPU per webhook at 16
 # connections); a lone request after a quiet spell is committed at once.
 LINGER_S = 0.002
+# Under load, new events go to the workers in tasks of up to this many, at most this late.
+HAND_OVER_BATCH = 100
+HAND_OVER_WAIT_S = 0.05
 KEY = ("carrier", "carrier_message_id")
 # The batch travels as one JSON document (one parameter, serialised in C) rather than as
 # one array per column, which the driver would dump element by element in Python.
@@ -98,6 +101,8 @@ class EventCommitter:
         self._pid = os.getpid()
         self._engine: Engine | None = None
         self._last_batch = 0
+        self._unsent: list[int] = []  # committed events not yet enqueued (see _hand_over)
+        self._unsent_since = 0.0
 
     def store(self, values: dict) -> StoredEvent:
         """Commit one inbound event row; a repeated carrier message id stores nothing."""
@@ -121,15 +126,21 @@ class EventCommitter:
 
     def _run(self) -> None:
         while True:
+            due = None
             with self._lock:
                 if not self._waiting:
-                    self._lock.wait(IDLE_EXIT_S)
+                    self._lock.wait(HAND_OVER_WAIT_S if self._unsent else IDLE_EXIT_S)
                 if not self._waiting:
-                    self._thread = None
-                    if self._engine is not None:
-                        self._engine.dispose()
-                        self._engine = None
-                    return
+                    if not self._unsent:
+                        self._thread = None
+                        if self._engine is not None:
+                            self._engine.dispose()
+                            self._engine = None
+                        return
+                    due, self._unsent = self._unsent, []  # a burst ended: its last events go now
+            if due is not None:
+                self._send(due)
+                continue
             if self._last_batch > 1:
                 time.sleep(LINGER_S)
             with self._lock:
@@ -141,6 +152,7 @@ class EventCommitter:
                 log.exception("webhook batch not stored", extra={"rows": len(batch)})
                 for waiting in batch:
                     waiting.error = exc
+                self._hand_over([])  # what earlier batches left waiting goes now
             finally:
                 for waiting in batch:
                     waiting.done.set()
@@ -160,15 +172,38 @@ class EventCommitter:
             new_ids = self._insert_one_by_one(rows)
         for waiting in rows:
             waiting.event_id = new_ids.get(waiting.key)
-        new_events = [w.event_id for w in rows
-                      if w.event_id is not None and w.values["status"] == EventStatus.received]
+        self._hand_over([w.event_id for w in rows
+                         if w.event_id is not None and w.values["status"] == EventStatus.received])
+
+    def _hand_over(self, new_events: list[int]) -> None:
+        """Enqueue new events for the workers, several commits' worth to one task under load.
+
+        The workers thread a task's events in one transaction, and 100 events a task go
+        ~3x faster than 8 (BENCHMARKS.md). So under load (the last batch had company)
+        events wait here for up to `HAND_OVER_WAIT_S` or `HAND_OVER_BATCH` events, and when
+        the burst ends the committer sends what is left; a lone webhook's event goes at once,
+        before its request is answered. They are committed already: a process killed with
+        events still here leaves them to the sweeper (`stale_after`), as a kill between a
+        commit and its enqueue always did.
+        """
+        if new_events and not self._unsent:
+            self._unsent_since = time.monotonic()
+        self._unsent += new_events
+        due = (len(self._unsent) >= HAND_OVER_BATCH or self._last_batch <= 1
+               or time.monotonic() - self._unsent_since >= HAND_OVER_WAIT_S)
+        if not self._unsent or not due:
+            return
+        event_ids, self._unsent = self._unsent, []
+        self._send(event_ids)
+
+    def _send(self, event_ids: list[int]) -> None:
         try:
-            self._enqueue(new_events)
+            self._enqueue(event_ids)
         except Exception:
             # The rows are committed: their requests are answered 200 whatever happens here.
             # Events marked enqueued that no worker got are the sweeper's after `stale_after`.
             log.exception("stored webhooks not handed to the workers; the sweeper will",
-                          extra={"event_ids": new_events})
+                          extra={"event_ids": event_ids})
 
     def _insert_with_retries(self, rows: list[dict]) -> dict[tuple[str, str], int]:
         """One INSERT, one COMMIT; held through a short database outage like a single row."""
