@@ -7,10 +7,12 @@ arrives meanwhile queues up for the next batch.
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 
 import pytest
+import redis
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -133,3 +135,35 @@ def test_rows_of_any_batch_size_come_back_with_their_own_ids(runtime, batch):
         stored = dict(session.execute(select(InboundEvent.carrier_message_id, InboundEvent.id)).all())
         assert session.scalar(select(func.count()).select_from(InboundEvent)) == 7
     assert [o.id for o in outcomes] == [stored[row["carrier_message_id"]] for row in rows]
+
+
+def queued_event_batches(runtime) -> list[list[int]]:
+    """The event ids of each task on the inbound queue, as the workers will get them."""
+    client = redis.Redis.from_url(runtime.redis_url)
+    return [json.loads(body)["args"][0] for body in client.hvals("dramatiq:inbound.msgs")]
+
+
+def test_a_burst_reaches_the_workers_in_few_tasks_and_none_is_left_behind(runtime, app):
+    # Given a first request parked in a held INSERT, and twelve more queued behind it
+    committer = committer_for(app.extensions, runtime)
+
+    def post(n):
+        return Carrier(app.test_client()).post(
+            "/webhooks/twilio/sms", inbound_form(f"+1415555{n:04d}", sid=f"SM{n:032x}"))
+
+    with writes_held(runtime):
+        first, _ = in_parallel([lambda: post(99)])
+        wait_until(lambda: committer._thread is not None and not committer._waiting,
+                   message="the committer to take the first request")
+        threads, responses = in_parallel([lambda n=n: post(n) for n in range(12)])
+        wait_until(lambda: len(committer._waiting) == 12, message="requests to queue behind the held lock")
+    for thread in first + threads:
+        thread.join(30)
+    assert [r.status_code for r in responses] == [200] * 12
+
+    # Then every stored event reaches the workers once, the burst's twelve in one task
+    with runtime.sessions() as session:
+        stored = sorted(session.scalars(select(InboundEvent.id)))
+    wait_until(lambda: sorted(i for b in queued_event_batches(runtime) for i in b) == stored,
+               message="every event to be handed to the workers")
+    assert sorted(len(b) for b in queued_event_batches(runtime)) == [1, 12]
