@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 2.0
 # The webhook enqueues right after its commit; give it this long before stepping in.
 DEFAULT_GRACE = dt.timedelta(seconds=2)
-# Enqueued but not processed for this long: assume the broker lost it.
-DEFAULT_STALE_AFTER = dt.timedelta(minutes=5)
+# Enqueued but not processed for this long: assume the broker lost it. Long enough that
+# a real backlog is not enqueued twice (harmless, but wasted work); a restarted Redis that
+# forgot its queues is caught at once instead, by its changed run id.
+DEFAULT_STALE_AFTER = dt.timedelta(minutes=2)
+NOW = dt.timedelta(0)
 SWEEP_BATCH = 100  # events per re-enqueued task (gateway/inbound_batch.py)
 
 
@@ -41,13 +44,13 @@ class Sweeper:
         self.grace, self.stale_after = grace, stale_after
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self._maintenance_broker = None
+        self._broker_run_id: str | None = None
 
     def sweep_once(self) -> int:
         """One pass; returns how many events it enqueued."""
         enqueued = 0
-        event_ids = find_unenqueued_events(
-            self.runtime.sessions, grace=self.grace, stale_after=self.stale_after
-        )
+        stale_after = NOW if self._broker_forgot_its_queues() else self.stale_after
+        event_ids = find_unenqueued_events(self.runtime.sessions, grace=self.grace, stale_after=stale_after)
         # A backlog (after a broker outage, say) goes to the workers in batches: the batch
         # path threads 100 events in about the time the one-event path takes for a few.
         for start in range(0, len(event_ids), SWEEP_BATCH):
@@ -67,7 +70,23 @@ class Sweeper:
         self._maintain_broker()
         return enqueued
 
-    def _maintain_broker(self) -> None:
+    def _broker_forgot_its_queues(self) -> bool:
+        """True once after Redis restarted: a new run id means whatever was queued or in
+        flight before may be gone (a Redis without persistence keeps nothing), so every
+        stored event not yet processed is enqueued again now, not after `stale_after`."""
+        try:
+            run_id = self._broker().client.info("server")["run_id"]
+        except Exception:
+            log.warning("broker unreachable; the sweeper will retry", exc_info=True)
+            return False
+        restarted = self._broker_run_id is not None and run_id != self._broker_run_id
+        if restarted:
+            log.warning("broker restarted: re-enqueueing every unprocessed event",
+                        extra={"run_id": run_id})
+        self._broker_run_id = run_id
+        return restarted
+
+    def _broker(self):
         if self._maintenance_broker is None:
             self._maintenance_broker = build_broker(
                 self.runtime.redis_url,
@@ -75,8 +94,11 @@ class Sweeper:
                 always_maintain=True,
                 middleware=[],
             )
+        return self._maintenance_broker
+
+    def _maintain_broker(self) -> None:
         try:
-            run_maintenance(self._maintenance_broker)
+            run_maintenance(self._broker())
         except Exception:
             log.warning("broker maintenance failed; will retry", exc_info=True)
 

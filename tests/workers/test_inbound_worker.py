@@ -107,3 +107,28 @@ def test_a_worker_killed_mid_burst_loses_nothing_and_doubles_nothing(runtime, ca
                timeout=60, message="all 400 events to be processed after the kill")
     audit(runtime, sids)
     assert count(runtime, Conversation) == 25
+
+
+def test_texts_queued_in_a_redis_that_restarts_empty_are_enqueued_again_at_once(
+    runtime, private_redis, workers
+):
+    # Given texts stored and queued in a Redis that keeps nothing on disk, no worker yet
+    gateway = Runtime(runtime.settings.model_copy(update={"redis_url": private_redis.url}))
+    carrier = Carrier(create_app(runtime=gateway).test_client())
+    sids = [f"SM{n:032x}" for n in range(10)]
+    for n, sid in enumerate(sids):
+        assert carrier.inbound(f"+1415555{n:04d}", f"text {n}", sid=sid).status_code == 200
+    sweeper = Sweeper(gateway)  # default stale_after: minutes
+    assert sweeper.sweep_once() == 0  # queued, not stale: nothing to do yet
+
+    # When Redis restarts and forgets its queue
+    private_redis.stop()
+    private_redis.start()
+
+    # Then the next sweep sees the new Redis and enqueues every unprocessed text again
+    assert sweeper.sweep_once() == 10
+    workers(REDIS_URL=private_redis.url)
+    wait_until(lambda: count(gateway, InboundEvent, InboundEvent.status == EventStatus.processed) == 10,
+               message="the ten texts to be processed")
+    audit(gateway, sids)
+    gateway.engine.dispose()
