@@ -114,7 +114,7 @@ def deliver(
     sender.warm()
     # Claimed and ready before the slot: the send leaves on time, not a transaction late.
     time.sleep(max(0.0, slot_at - time.monotonic()))
-    wait_ms = _pass_gate(limiter, plan, limit)
+    wait_ms, admitted = _pass_gate(limiter, plan, limit, _in_flight_hold_ms(settings, number))
     if wait_ms:
         # The window is full after all (a slot woken late): give the claim back and come
         # back straight to the gate (slot 0: its turn has come), not to the end of the line.
@@ -124,6 +124,8 @@ def deliver(
         result = sender.send(plan.outbound)
     except SendError as exc:
         return _record_error(sessions, settings, message_id, plan, exc)
+    finally:
+        _settle(limiter, plan, admitted)
     _record_submitted(sessions, message_id, result)
     SENDS.labels("submitted", result.error_code or "").inc()
     return None
@@ -165,16 +167,39 @@ def _wait_for_slot(
     return time.monotonic() + wait_ms / 1000
 
 
-def _pass_gate(limiter: RateLimiter, plan: _Plan, limit: Limit | None) -> int:
-    """0 when the sliding window admits this send now (recorded); else ms to wait."""
-    if limit is None:
+def _in_flight_hold_ms(settings: Settings, number) -> int:
+    """How long an unanswered send may count as in flight: the carrier call's timeout."""
+    if number is None:
         return 0
+    return _ms(settings.carrier_named(number.carrier).send_timeout_seconds + IN_FLIGHT_GRACE_S)
+
+
+def _pass_gate(
+    limiter: RateLimiter, plan: _Plan, limit: Limit | None, hold_ms: int
+) -> tuple[int, str | None]:
+    """(0, entry) when the sliding window admits this send now (recorded as in flight);
+    else (ms to wait, None)."""
+    if limit is None:
+        return 0, None
     member = f"{plan.outbound.message_id}:{plan.send_attempts}:{time.monotonic_ns()}"
-    while (wait_ms := limiter.admit(plan.outbound.from_number, plan.segments, limit, member)) > 0:
+    number = plan.outbound.from_number
+    while (wait_ms := limiter.admit(number, plan.segments, limit, member, hold_ms)) > 0:
         if wait_ms > SLEEP_IN_THREAD_MS:
-            return wait_ms
+            return wait_ms, None
         time.sleep(wait_ms / 1000)
-    return 0
+    return 0, member
+
+
+def _settle(limiter: RateLimiter, plan: _Plan, member: str | None) -> None:
+    if member is None:
+        return
+    try:
+        limiter.settle(plan.outbound.from_number, plan.segments, member)
+    except Exception:
+        # Left in flight, the entry blocks one place in the window until its hold ends:
+        # slower, never over the limit.
+        log.warning("could not settle a send's rate-limit entry", exc_info=True,
+                    extra={"message_id": plan.outbound.message_id})
 
 
 def _plan(sessions, settings: Settings, message_id: int) -> _Plan | Later | None:

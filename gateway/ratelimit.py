@@ -6,14 +6,20 @@ script on the Redis server's clock (so hosts with skewed clocks agree):
 1. `reserve`: a message takes the number's next free slot (`gateway:ratelimit:next:<n>`)
    and moves it on by segments x interval. Waiting messages sleep until their own slot
    instead of polling, so a backlog keeps the number busy without a thundering herd.
-2. `admit`: right before the carrier call, a sliding-window log of what was actually
-   sent (`gateway:ratelimit:sends:<n>`) admits the send only if the last window plus
-   this send stays within the limit. A message woken late cannot squeeze two sends into
+2. `admit`: right before the carrier call, a sliding-window log of sends
+   (`gateway:ratelimit:sends:<n>`) admits the send only if the sends still counted plus
+   this one stay within the limit. A message woken late cannot squeeze two sends into
    one window; it waits the few milliseconds the log says.
+3. `settle`: once the carrier has answered, the send's entry is re-stamped with the time
+   of the answer. Until then it is held as in flight (counted whatever its age).
 
-The window is one second plus `DEFAULT_MARGIN`: the carrier clocks arrivals, not our
-sends, and a request takes a variable few milliseconds to reach it. The margin keeps any
-1-second window *at the carrier* within the limit and the number ≥ 90% busy.
+Why settle: the carrier clocks arrivals, not our admissions, and a thread can stall
+between the gate and the socket. An entry counts until one window after the carrier's
+answer, which comes after the request arrived there. So a send admitted now cannot
+arrive within a window of an earlier one the log has forgotten: no 1-second window *at
+the carrier* exceeds the limit, however late a request leaves. The cost is the
+round trip: with 100 ms latency a number is ~91% busy. Slots are spaced with a small
+margin (`DEFAULT_MARGIN`) so waiting messages wake about when the gate will admit them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import redis
 
 from gateway.redis_keys import send_rate_schedule, send_rate_window
 
-DEFAULT_MARGIN = 0.10  # of a second, and of each slot: 100 ms of arrival jitter absorbed, 91% busy
+DEFAULT_MARGIN = 0.10  # slot spacing: a round trip of ~100 ms, so waiting sends wake near their turn
+# A waiting send held up only by sends still in flight asks again this soon.
+IN_FLIGHT_POLL_MS = 20
 
 _RESERVE = """
 local t = redis.call('TIME')
@@ -48,18 +56,32 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local used = 0
 for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
+local hold = tonumber(ARGV[5])
 if used == 0 or used + cost <= limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], window + 1000)
+  -- In flight: stamped in the future, so it counts until `settle` re-stamps it.
+  redis.call('ZADD', KEYS[1], now + hold, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], hold + window + 1000)
   return 0
 end
 local need = used + cost - limit
 local freed = 0
 for i = 1, #entries, 2 do
   freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
-  if freed >= need then return tonumber(entries[i + 1]) + window - now + 1 end
+  if freed >= need then
+    local score = tonumber(entries[i + 1])
+    if score > now then return tonumber(ARGV[6]) end
+    return score + window - now + 1
+  end
 end
 return window
+"""
+
+
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+return now
 """
 
 
@@ -75,8 +97,7 @@ class Limit:
 
     @property
     def window_ms(self) -> int:
-        base = 1000.0 if self.per_second >= 1 else 1000.0 / self.per_second
-        return math.ceil(base * (1 + self.margin))
+        return math.ceil(1000.0 if self.per_second >= 1 else 1000.0 / self.per_second)
 
     @property
     def allowance(self) -> int:
@@ -84,8 +105,8 @@ class Limit:
 
     @property
     def interval_ms(self) -> float:
-        """The spacing of reserved slots per segment."""
-        return self.window_ms / self.allowance
+        """The spacing of reserved slots per segment: the window plus a round trip's margin."""
+        return self.window_ms * (1 + self.margin) / self.allowance
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,7 @@ class RateLimiter:
         self.client = client
         self._reserve = client.register_script(_RESERVE)
         self._admit = client.register_script(_ADMIT)
+        self._settle = client.register_script(_SETTLE)
 
     def reserve(self, number: str, segments: int, limit: Limit) -> Slot:
         slot, now = self._reserve(keys=[send_rate_schedule(number)], args=[limit.interval_ms, segments])
@@ -110,12 +132,18 @@ class RateLimiter:
         seconds, micros = self.client.time()
         return max(0, slot_at_ms - (seconds * 1000 + micros // 1000))
 
-    def admit(self, number: str, segments: int, limit: Limit, member: str) -> int:
-        """0 when this send may go now (and it is recorded), else milliseconds to wait."""
+    def admit(self, number: str, segments: int, limit: Limit, member: str, hold_ms: int) -> int:
+        """0 when this send may go now (recorded as in flight for up to `hold_ms`), else
+        milliseconds to wait."""
         return int(self._admit(
             keys=[send_rate_window(number)],
-            args=[limit.window_ms, limit.allowance, segments, f"{segments}:{member}"],
+            args=[limit.window_ms, limit.allowance, segments, f"{segments}:{member}", hold_ms,
+                  IN_FLIGHT_POLL_MS],
         ))
+
+    def settle(self, number: str, segments: int, member: str) -> None:
+        """The carrier answered (or the call failed): count the send from now on."""
+        self._settle(keys=[send_rate_window(number)], args=[f"{segments}:{member}"])
 
 
 _limiters: dict[str, RateLimiter] = {}

@@ -1,0 +1,55 @@
+"""The per-number rate gate on a real Redis: what it admits, and from when a send counts."""
+
+from __future__ import annotations
+
+import redis
+
+from gateway.ratelimit import IN_FLIGHT_POLL_MS, Limit, RateLimiter
+
+NUMBER = "+15552345678"
+HOLD_MS = 30_000
+
+
+def server_ms(client) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_sends_within_the_limit_are_admitted_and_the_next_waits_while_they_are_in_flight(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    limiter, limit = RateLimiter(client), Limit(2)
+
+    first = limiter.admit(NUMBER, 1, limit, "a", HOLD_MS)
+    second = limiter.admit(NUMBER, 1, limit, "b", HOLD_MS)
+    third = limiter.admit(NUMBER, 1, limit, "c", HOLD_MS)
+
+    # Both slots are taken by calls that have not been answered: ask again shortly.
+    assert (first, second, third) == (0, 0, IN_FLIGHT_POLL_MS)
+
+
+def test_a_send_counts_until_one_window_after_the_carrier_answered_however_long_it_took(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    limiter, limit = RateLimiter(client), Limit(1)
+
+    # Given a send admitted long before its answer came (a stalled thread, a slow carrier)
+    assert limiter.admit(NUMBER, 1, limit, "slow", HOLD_MS) == 0
+    assert limiter.admit(NUMBER, 1, limit, "next", HOLD_MS) == IN_FLIGHT_POLL_MS
+    limiter.settle(NUMBER, 1, "slow")
+    answered_at = server_ms(client)
+
+    # When the next send asks, it is told to wait until a full window after that answer
+    wait = limiter.admit(NUMBER, 1, limit, "next", HOLD_MS)
+    asked_at = server_ms(client)
+
+    assert wait > 0
+    assert asked_at + wait >= answered_at + limit.window_ms
+
+
+def test_two_segments_take_two_places_in_the_window(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    limiter, limit = RateLimiter(client), Limit(2)
+
+    assert limiter.admit(NUMBER, 2, limit, "long", HOLD_MS) == 0
+    limiter.settle(NUMBER, 2, "long")
+
+    assert limiter.admit(NUMBER, 1, limit, "short", HOLD_MS) > 0
