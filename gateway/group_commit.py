@@ -1,13 +1,14 @@
 """Group commit for inbound webhooks: many requests, one INSERT, one COMMIT.
 
 A commit per webhook costs each request a pool checkout, BEGIN, INSERT and COMMIT (round
-trips and CPU in the driver) and the database a WAL flush. Here each request hands its row to the process's
-committer thread and waits. The thread takes every row waiting at that moment, writes
-them with one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, commits once,
-hands the new events to the workers in one broker message, and only then releases each
-request with its own outcome. Batches form by themselves: while one commit is in flight
-the next requests queue up behind it, and under load the committer lingers 2 ms so
-that more join; a lone request after a quiet spell is committed at once.
+trips and CPU in the driver) and the database a WAL flush. Here each request hands its
+row to the process's committer thread and waits. The thread takes every row waiting at
+that moment, writes them with one multi-row `INSERT ... ON CONFLICT DO NOTHING
+RETURNING` that commits as it returns, and only then releases each request with its own
+outcome. Batches form by themselves: while one commit is in flight the next requests
+queue up behind it, and under load the committer lingers 2 ms so that more join; a lone
+request after a quiet spell is committed at once. New events go to the workers in one
+task per batch, or under load per several batches (`_hand_over`).
 
 The rules still hold request by request:
 - committed before answered: a request returns only after the COMMIT that holds its row
@@ -17,7 +18,8 @@ The rules still hold request by request:
   other batches or processes; rows are sorted by key so two processes' batches take the
   unique index's locks in the same order and never deadlock;
 - broker down: the enqueue is tried after the commit; a refusal clears `enqueued_at` so
-  the sweeper's next pass takes the events, and the requests are still answered 200;
+  the sweeper's next pass takes the events, and the requests are answered 200 all the
+  same (a lone request's event is tried before it is answered);
 - database down: the batch is retried with backoff inside the carrier's timeout, as
   `gateway.inbound` does for one row;
 - a row the database refuses (any other error) fails alone: the batch is retried row by

@@ -2,10 +2,11 @@
 
 `gateway.inbound.process_event` takes one event through a dozen statements; at a few
 hundred texts a second per process the round trips, not the work, are the cost. Here a
-batch of events (the group commit of the webhook hands one batch per commit to the
-workers) goes through a fixed number of set-based statements on PostgreSQL, whatever
-its size: lock the events, upsert the contacts, find or open the conversations, match
-folders, insert messages, attachments and notifications, mark the events processed.
+batch of events (the webhook's group commit hands over one per commit, or under load one
+per several commits; the sweeper one per 100 events it finds) goes through a fixed
+number of set-based statements on PostgreSQL, whatever its size: lock the events, upsert
+the contacts, find or open the conversations, match folders, insert messages,
+attachments and notifications, mark the events processed.
 
 The rules of the one-event path hold:
 - idempotent: only events still `received` are taken (locked, SKIP LOCKED: an event

@@ -25,7 +25,7 @@ def process_inbound_event(event_id: int) -> None:
 
 @dramatiq.actor(actor_name=inbound_batch.PROCESS_INBOUND_BATCH_ACTOR, queue_name=INBOUND_QUEUE)
 def process_inbound_events(event_ids: list[int]) -> None:
-    """The events one group commit of the webhook stored: threaded (and notified) as one batch."""
+    """Events the webhook's group commit or the sweeper handed over: threaded and notified as one batch."""
     runtime = get_runtime()
     result = inbound_batch.process_events(runtime.sessions, runtime.settings, event_ids)
     for message_id in result.to_notify:
