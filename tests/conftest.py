@@ -274,15 +274,13 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message
         time.sleep(interval)
 
 
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], threads: int, log_path: Path):
+class Proc:
+    """A process of ours in its own process group, its output in a log file."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path):
         self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "gateway.workers", "--processes", "1",
-             "--threads", str(threads)],
-            env={**os.environ, **env, "dramatiq_restart_delay": "0"},
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        )
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no cleanup, no acks, as a crash would."""
@@ -298,6 +296,13 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+class WorkerProcess(Proc):
+    def __init__(self, env: dict[str, str], threads: int, log_path: Path):
+        command = [sys.executable, "-m", "dramatiq", "gateway.workers", "--processes", "1",
+                   "--threads", str(threads)]
+        super().__init__(command, {**os.environ, **env, "dramatiq_restart_delay": "0"}, log_path)
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ ours and a comment says why. What the webhook answers over HTTP is in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
@@ -20,8 +18,7 @@ from werkzeug.datastructures import MultiDict
 
 from gateway.carriers import twilio
 from gateway.messaging import InvalidWebhook, MediaItem
-
-CASES_FILE = Path(__file__).parents[2].parent / "shared" / "twilio-webhooks" / "cases.json"
+from tests.twilio_cases import load_cases
 
 # The token and URL courier's requests were signed with, and ours.
 FILED_TOKEN = "6789"
@@ -31,13 +28,6 @@ OUR_URL = "https://gateway.example.test/webhooks/twilio/sms"
 SID = "SMe287d7109a5a925f182f0e07fe5b223b"
 SENDER = "+14133881111"
 BUSINESS = "+12028831111"
-
-
-def load_cases() -> dict[str, dict]:
-    """The filed requests by id; a missing file fails the test rather than skipping it."""
-    if not CASES_FILE.is_file():
-        pytest.fail(f"the real Twilio webhook table is missing: expected it at {CASES_FILE}")
-    return {case["id"]: case for case in json.loads(CASES_FILE.read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="module")

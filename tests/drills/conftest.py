@@ -26,7 +26,6 @@ import os
 import queue
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from tests.conftest import (
     inbound_form,
     wait_until,
 )
+from tests.conftest import Proc as BaseProc
 
 FULL = os.environ.get("DRILL_SCALE", "").lower() == "full"
 CARRIER_TIMEOUT_S = 15.0  # Twilio gives up on a webhook after 15 s
@@ -250,29 +250,12 @@ read_timeout_s = 2
 """
 
 
-class Proc:
+class Proc(BaseProc):
     """A process started from a Procfile line, in its own process group."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str], log_path: Path):
+        super().__init__(command, env, log_path)
         self.name = name
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def kill(self) -> None:
-        """SIGKILL the whole group: no cleanup, no acks, as a crash would."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
 
 
 @dataclass

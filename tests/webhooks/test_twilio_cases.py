@@ -10,9 +10,7 @@ Status callbacks are parsed in `tests/carriers/test_twilio.py`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
@@ -23,21 +21,14 @@ from gateway.carriers import twilio
 from gateway.inbound import process_event
 from gateway.models import EventStatus, InboundEvent
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, SERVICE_NUMBER
+from tests.twilio_cases import load_cases
 
-CASES_FILE = Path(__file__).parents[2].parent / "shared" / "twilio-webhooks" / "cases.json"
 WEBHOOK_PATH = "/webhooks/twilio/sms"
 TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 SID = "SMe287d7109a5a925f182f0e07fe5b223b"
 SENDER = "+14133881111"
 FILED_BUSINESS_NUMBER = "+12028831111"
-
-
-def load_cases() -> dict[str, dict]:
-    """The filed requests by id; a missing file fails the test rather than skipping it."""
-    if not CASES_FILE.is_file():
-        pytest.fail(f"the real Twilio webhook table is missing: expected it at {CASES_FILE}")
-    return {case["id"]: case for case in json.loads(CASES_FILE.read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="module")
