@@ -28,12 +28,14 @@ The rules still hold request by request:
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from sqlalchemy import text, update
@@ -105,6 +107,7 @@ class EventCommitter:
         self._last_batch = 0
         self._unsent: list[int] = []  # committed events not yet enqueued (see _hand_over)
         self._unsent_since = 0.0
+        _COMMITTERS.add(self)
 
     def store(self, values: dict) -> StoredEvent:
         """Commit one inbound event row; a repeated carrier message id stores nothing."""
@@ -279,6 +282,19 @@ def _json_value(value):
     if isinstance(value, dt.datetime):
         return value.isoformat()
     raise TypeError(f"cannot store {type(value).__name__} in an inbound event row")
+
+
+# A web process that exits (a deploy's graceful restart) hands over what its committer
+# still holds, rather than leave it to the sweeper's `stale_after`.
+_COMMITTERS: weakref.WeakSet[EventCommitter] = weakref.WeakSet()
+
+
+@atexit.register
+def _hand_over_at_exit() -> None:
+    for committer in list(_COMMITTERS):
+        event_ids, committer._unsent = committer._unsent, []
+        if event_ids:
+            committer._send(event_ids)
 
 
 def committer_for(extensions: dict, runtime) -> EventCommitter:
