@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from sqlalchemy import and_, exists, select, text, tuple_, update
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
+from gateway import events
 from gateway.db import is_sqlite, transaction
 from gateway.logs import bind_message
 from gateway.messaging import OutboundMessage, SendResult, StatusUpdate
 from gateway.metrics import SENDS
 from gateway.models import Contact, Conversation, Direction, Message, StatusEvent, utcnow
+from gateway.notifications import message_event
 from gateway.ratelimit import Limit, RateLimiter
 from gateway.routing.delivery import advance
 from gateway.sending import Sender, SendError, carrier_for
@@ -445,12 +447,22 @@ def _apply(session: Session, message: Message, event: StatusEvent) -> None:
     message.status = moved
     if event.error_code and (event.applied or not message.error_code):
         message.error_code = event.error_code
+    if event.applied:
+        _emit_status(session, message, event)
     if event.error_code == OPTED_OUT_CODE:
         contact = session.scalar(
             select(Contact).join(Conversation, and_(Conversation.contact_id == Contact.id))
             .where(Conversation.id == message.conversation_id)
         )
         _opt_out(contact)
+
+
+def _emit_status(session: Session, message: Message, event: StatusEvent) -> None:
+    """`message.status` to the event webhooks, once per status a message reaches."""
+    conversation = session.get(Conversation, message.conversation_id)
+    data = {**message_event(message, conversation), "status": message.status,
+            "carrier_status": event.carrier_status, "error_code": event.error_code}
+    events.emit(session, events.MESSAGE_STATUS, data, key=f"status:{message.id}:{message.status}")
 
 
 # --- the sweeper's pass ------------------------------------------------------------------

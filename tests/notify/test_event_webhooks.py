@@ -100,3 +100,44 @@ def test_an_unknown_delivery_status_is_a_clear_400(runtime, client, admin_header
 
     assert response.status_code == 400
     assert "status must be one of" in response.json["error"]["message"]
+
+
+def test_closing_a_conversation_records_one_conversation_closed_event(
+    runtime, carrier, client, admin_headers
+):
+    receive(runtime, carrier, CUSTOMER)
+    conversation_id = client.get("/api/v1/conversations", headers=admin_headers).json["data"][0]["id"]
+
+    for _ in range(2):
+        client.post(f"/api/v1/conversations/{conversation_id}/close", headers=admin_headers)
+
+    closed = [d for d in deliveries(client, admin_headers, "all") if d["type"] == "conversation.closed"]
+    assert len(closed) == 1
+
+
+def test_each_status_a_sent_message_reaches_is_one_message_status_event(
+    runtime, carrier, client, admin_headers
+):
+    from sqlalchemy import select, update
+
+    from gateway.models import EventDelivery, Message
+    from tests.conftest import ACCOUNT_SID
+
+    receive(runtime, carrier, CUSTOMER)
+    conversation_id = client.get("/api/v1/conversations", headers=admin_headers).json["data"][0]["id"]
+    reply = client.post(f"/api/v1/conversations/{conversation_id}/messages", headers=admin_headers,
+                        json={"body": "On our way"})
+    assert reply.status_code == 202, reply.json
+    with transaction(runtime.sessions) as session:  # as the send worker records the carrier's SID
+        session.execute(update(Message).where(Message.id == reply.json["id"])
+                        .values(carrier_message_id="SM" + "d" * 32, status="sent"))
+
+    for status in ("delivered", "delivered", "sent"):
+        form = {"MessageSid": "SM" + "d" * 32, "MessageStatus": status, "AccountSid": ACCOUNT_SID}
+        assert carrier.post("/webhooks/twilio/status", form).status_code == 200
+
+    with runtime.sessions() as session:
+        bodies = session.scalars(select(EventDelivery.body).where(EventDelivery.type == "message.status"))
+        events = [json.loads(body) for body in bodies]
+    reached = [(e["data"]["status"], e["data"]["message"]["id"]) for e in events]
+    assert reached == [("delivered", reply.json["id"])]
