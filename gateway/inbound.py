@@ -54,7 +54,7 @@ STORE_MAX_BACKOFF_S = 1.0
 
 @dataclass(frozen=True)
 class StoredEvent:
-    id: int | None       # None: the carrier repeated a message we already hold
+    id: int | None  # None: the carrier repeated a message we already hold
     routable: bool
 
     @property
@@ -120,8 +120,11 @@ def _insert_event(sessions: sessionmaker[Session], values: dict, window_s: float
             WEBHOOK_STORE_RETRIES.inc()
             log.warning(
                 "database unreachable while storing a webhook; retrying",
-                extra={"message_sid": values["carrier_message_id"], "retry_in_s": delay,
-                       "error": type(exc.orig).__name__},
+                extra={
+                    "message_sid": values["carrier_message_id"],
+                    "retry_in_s": delay,
+                    "error": type(exc.orig).__name__,
+                },
             )
             time.sleep(delay)
             delay = min(delay * 2, STORE_MAX_BACKOFF_S)
@@ -176,7 +179,9 @@ def _existing_message_id(session: Session, event_id: int) -> int | None:
 
 def find_or_create_contact(session: Session, number: str, kind: str) -> Contact:
     insert_ignoring_conflicts(
-        session, Contact, {"number": number, "number_kind": kind, "created_at": utcnow()},
+        session,
+        Contact,
+        {"number": number, "number_kind": kind, "created_at": utcnow()},
         index_elements=["number"],
     )
     return session.execute(select(Contact).where(Contact.number == number)).scalar_one()
@@ -189,13 +194,10 @@ def find_or_open_conversation(session: Session, business_number, contact: Contac
     unique index lets one through and turns the other into a no-op (on PostgreSQL it
     waits for the first to commit), and both then read the same row.
     """
-    open_thread = (
-        select(Conversation)
-        .where(
-            Conversation.business_number == business_number.number,
-            Conversation.contact_id == contact.id,
-            Conversation.status != ConversationStatus.closed,
-        )
+    open_thread = select(Conversation).where(
+        Conversation.business_number == business_number.number,
+        Conversation.contact_id == contact.id,
+        Conversation.status != ConversationStatus.closed,
     )
     if not is_sqlite(session):
         open_thread = open_thread.with_for_update(of=Conversation)
@@ -245,7 +247,13 @@ def match_folder(session: Session, conversation: Conversation, number: str) -> N
     )
 
 
-def _add_message(session: Session, conversation: Conversation, event: InboundEvent, inbound: InboundMessage, keyword: str | None):
+def _add_message(
+    session: Session,
+    conversation: Conversation,
+    event: InboundEvent,
+    inbound: InboundMessage,
+    keyword: str | None,
+):
     message = Message(
         conversation_id=conversation.id,
         inbound_event_id=event.id,

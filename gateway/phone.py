@@ -62,5 +62,7 @@ def normalize_phone(raw: str, default_region: str) -> str:
     """E.164 for a number that must be a real phone number (folder phones, destinations)."""
     number = normalize_number(raw, default_region)
     if not number.is_phone:
-        raise NumberError(f"{raw!r} is a {number.kind.replace('alphanumeric', 'sender id')}, not a phone number")
+        raise NumberError(
+            f"{raw!r} is a {number.kind.replace('alphanumeric', 'sender id')}, not a phone number"
+        )
     return number.value

@@ -9,14 +9,25 @@ from sqlalchemy import func, select, update
 
 from gateway.db import transaction
 from gateway.inbound import process_event
-from gateway.models import Contact, Conversation, ConversationStatus, Folder, FolderPhone, InboundEvent, Message
+from gateway.models import (
+    Contact,
+    Conversation,
+    ConversationStatus,
+    Folder,
+    FolderPhone,
+    InboundEvent,
+    Message,
+)
 from tests.conftest import SALES_NUMBER, SERVICE_NUMBER
 
 
 def add_folder(runtime, external_id: str, *phones: str) -> int:
     with transaction(runtime.sessions) as session:
-        folder = Folder(external_id=external_id, name=f"Folder {external_id}",
-                        phones=[FolderPhone(number=p) for p in phones])
+        folder = Folder(
+            external_id=external_id,
+            name=f"Folder {external_id}",
+            phones=[FolderPhone(number=p) for p in phones],
+        )
         session.add(folder)
         session.flush()
         return folder.id
@@ -59,7 +70,11 @@ def test_a_sender_on_exactly_one_folder_is_matched_to_it(runtime, carrier, clien
     assert conversation["unread"] is True
     [message] = thread(client, admin_headers, conversation["id"])
     assert (message["direction"], message["body"], message["from"], message["to"]) == (
-        "inbound", "Is my order ready?", "+14155550100", SERVICE_NUMBER)
+        "inbound",
+        "Is my order ready?",
+        "+14155550100",
+        SERVICE_NUMBER,
+    )
 
 
 def test_a_sender_on_several_folders_is_left_unassigned_with_the_candidates(
@@ -72,7 +87,10 @@ def test_a_sender_on_several_folders_is_left_unassigned_with_the_candidates(
 
     [conversation] = conversations(client, admin_headers)
     assert (conversation["status"], conversation["folder_match"], conversation["folder"]) == (
-        "unassigned", "ambiguous", None)
+        "unassigned",
+        "ambiguous",
+        None,
+    )
     assert conversation["candidate_folder_ids"] == [first, second]
 
 
@@ -83,7 +101,10 @@ def test_an_unknown_sender_is_left_unassigned_for_the_numbers_team(runtime, carr
 
     [conversation] = conversations(client, admin_headers)
     assert (conversation["status"], conversation["folder_match"], conversation["team"]) == (
-        "unassigned", "none", "sales")
+        "unassigned",
+        "none",
+        "sales",
+    )
     assert conversation["candidate_folder_ids"] == []
 
 
@@ -94,10 +115,16 @@ def test_texts_from_one_sender_thread_into_one_conversation_in_arrival_order(
         receive(runtime, carrier, "+14155550100", body)
 
     [conversation] = conversations(client, admin_headers)
-    assert [m["body"] for m in thread(client, admin_headers, conversation["id"])] == ["first", "second", "third"]
+    assert [m["body"] for m in thread(client, admin_headers, conversation["id"])] == [
+        "first",
+        "second",
+        "third",
+    ]
 
 
-def test_the_same_sender_on_two_business_numbers_has_two_conversations(runtime, carrier, client, admin_headers):
+def test_the_same_sender_on_two_business_numbers_has_two_conversations(
+    runtime, carrier, client, admin_headers
+):
     receive(runtime, carrier, "+14155550100", to=SERVICE_NUMBER)
     receive(runtime, carrier, "+14155550100", to=SALES_NUMBER)
 
@@ -106,7 +133,9 @@ def test_the_same_sender_on_two_business_numbers_has_two_conversations(runtime, 
     assert len({c["contact"]["id"] for c in listed}) == 1
 
 
-def test_a_closed_conversation_never_reopens_a_new_text_opens_a_new_one(runtime, carrier, client, admin_headers):
+def test_a_closed_conversation_never_reopens_a_new_text_opens_a_new_one(
+    runtime, carrier, client, admin_headers
+):
     receive(runtime, carrier, "+14155550100", "before")
     with transaction(runtime.sessions) as session:
         session.execute(update(Conversation).values(status=ConversationStatus.closed))
@@ -131,8 +160,9 @@ def test_a_folder_imported_later_claims_an_unplaced_conversation_on_the_next_tex
     assert (conversation["folder_match"], conversation["folder"]["id"]) == ("matched", folder_id)
 
 
-@pytest.mark.parametrize("keyword", ["STOP", "stop", "  Unsubscribe ", "STOPALL", "CANCEL", "END", "QUIT",
-                                     "OPTOUT", "REVOKE"])
+@pytest.mark.parametrize(
+    "keyword", ["STOP", "stop", "  Unsubscribe ", "STOPALL", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"]
+)
 def test_an_opt_out_keyword_opts_the_contact_out_and_is_still_stored(
     runtime, carrier, client, admin_headers, keyword
 ):
@@ -168,8 +198,10 @@ def test_help_is_noted_on_the_message(runtime, carrier, client, admin_headers):
 
 
 def test_mms_media_is_kept_as_pending_attachments_and_summarised(runtime, carrier, client, admin_headers):
-    media = ("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
-             "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME2.png")
+    media = (
+        "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+        "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME2.png",
+    )
 
     receive(runtime, carrier, "+14155550100", "", media=media)
 
@@ -177,7 +209,9 @@ def test_mms_media_is_kept_as_pending_attachments_and_summarised(runtime, carrie
     [message] = thread(client, admin_headers, conversation["id"])
     assert message["summary"] == "Attachments (2)"
     assert [(a["status"], a["content_type"]) for a in message["attachments"]] == [
-        ("pending", "application/octet-stream"), ("pending", "image/png")]
+        ("pending", "application/octet-stream"),
+        ("pending", "image/png"),
+    ]
 
 
 def test_a_redelivered_event_changes_nothing_the_second_time(runtime, carrier, client, admin_headers):

@@ -13,7 +13,6 @@ import redis
 import requests
 
 from gateway.redis_keys import dramatiq_heartbeats
-
 from tests.conftest import ROOT, wait_until
 from tests.workers.conftest import free_port
 

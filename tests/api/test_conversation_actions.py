@@ -63,7 +63,9 @@ def test_a_supervisor_assigns_and_the_new_owner_is_notified(client, make_user, c
     assert (response.status_code, response.json["assignee"]) == (200, sam_id)
     kinds = [n["kind"] for n in client.get("/api/v1/notifications", headers=sam).json["data"]]
     assert kinds == ["conversation.assigned"]
-    assert [c["id"] for c in client.get("/api/v1/conversations", headers=sam).json["data"]] == [conversation_id]
+    assert [c["id"] for c in client.get("/api/v1/conversations", headers=sam).json["data"]] == [
+        conversation_id
+    ]
 
 
 def test_an_agent_transfers_only_what_they_own(client, make_user, conversation_id):
@@ -87,8 +89,9 @@ def test_an_agent_transfers_only_what_they_own(client, make_user, conversation_i
         ({"assignee_id": 999}, 422, "no user with id 999"),
     ],
 )
-def test_a_bad_assignment_is_refused_and_changes_nothing(client, admin_headers, conversation_id, body,
-                                                         status, message):
+def test_a_bad_assignment_is_refused_and_changes_nothing(
+    client, admin_headers, conversation_id, body, status, message
+):
     response = act(client, admin_headers, conversation_id, "assign", body)
 
     assert (response.status_code, response.json["error"]["message"]) == (status, message)
@@ -101,8 +104,11 @@ def test_unassigning_a_folder_conversation_keeps_it_assigned_to_the_folder(
 ):
     add_folder(runtime, "cust", "+14155550222")
     receive(runtime, carrier, "+14155550222")
-    [conversation] = [c for c in client.get("/api/v1/conversations", headers=admin_headers).json["data"]
-                      if c["contact"]["number"] == "+14155550222"]
+    [conversation] = [
+        c
+        for c in client.get("/api/v1/conversations", headers=admin_headers).json["data"]
+        if c["contact"]["number"] == "+14155550222"
+    ]
     sam_id, _ = make_user("sam", "agent", ["service"])
 
     act(client, admin_headers, conversation["id"], "assign", {"assignee_id": sam_id})

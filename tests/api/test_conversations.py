@@ -83,8 +83,15 @@ def test_conversations_page_newest_activity_first_without_gaps_or_repeats(
         if cursor is None:
             break
 
-    assert seen == ["+14155550002", "+14155550006", "+14155550005", "+14155550004", "+14155550003",
-                    "+14155550001", "+14155550000"]
+    assert seen == [
+        "+14155550002",
+        "+14155550006",
+        "+14155550005",
+        "+14155550004",
+        "+14155550003",
+        "+14155550001",
+        "+14155550000",
+    ]
 
 
 def test_messages_list_oldest_first_and_before_loads_older_ones(runtime, carrier, client, admin_headers):
@@ -94,8 +101,12 @@ def test_messages_list_oldest_first_and_before_loads_older_ones(runtime, carrier
     url = f"/api/v1/conversations/{conversation['id']}/messages"
 
     newest = client.get(url, headers=admin_headers, query_string={"limit": 2}).json
-    older = client.get(url, headers=admin_headers, query_string={"limit": 2, "before": newest["next_cursor"]}).json
-    oldest = client.get(url, headers=admin_headers, query_string={"limit": 2, "before": older["next_cursor"]}).json
+    older = client.get(
+        url, headers=admin_headers, query_string={"limit": 2, "before": newest["next_cursor"]}
+    ).json
+    oldest = client.get(
+        url, headers=admin_headers, query_string={"limit": 2, "before": older["next_cursor"]}
+    ).json
 
     assert [m["body"] for m in newest["data"]] == ["text 3", "text 4"]
     assert [m["body"] for m in older["data"]] == ["text 1", "text 2"]
@@ -105,9 +116,9 @@ def test_messages_list_oldest_first_and_before_loads_older_ones(runtime, carrier
 
 def test_an_agent_sees_their_teams_unowned_work_and_nothing_else(runtime, carrier, client, make_user):
     add_folder(runtime, "cust", "+14155550001")
-    receive(runtime, carrier, "+14155550001", to=SERVICE_NUMBER)   # service, matched, nobody owns it
-    receive(runtime, carrier, "+14155550002", to=SERVICE_NUMBER)   # service, unassigned
-    receive(runtime, carrier, "+14155550003", to=SALES_NUMBER)     # sales, unassigned
+    receive(runtime, carrier, "+14155550001", to=SERVICE_NUMBER)  # service, matched, nobody owns it
+    receive(runtime, carrier, "+14155550002", to=SERVICE_NUMBER)  # service, unassigned
+    receive(runtime, carrier, "+14155550003", to=SALES_NUMBER)  # sales, unassigned
     _, service_agent = make_user("sam", "agent", ["service"])
     _, sales_agent = make_user("sally", "agent", ["sales"])
     _, supervisor = make_user("sue", "supervisor", [])

@@ -15,7 +15,9 @@ def run(gateway_env, *args):
 
 
 def test_a_user_is_added_with_a_role_and_teams(runtime, gateway_env):
-    result = run(gateway_env, "users", "add", "dana", "--role", "agent", "--team", "service", "--team", "sales")
+    result = run(
+        gateway_env, "users", "add", "dana", "--role", "agent", "--team", "service", "--team", "sales"
+    )
 
     assert result.exit_code == 0, result.output
     assert result.output == "added user dana (id 1, agent, teams: service, sales)\n"

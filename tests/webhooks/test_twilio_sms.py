@@ -26,7 +26,10 @@ def test_a_signed_text_is_stored_and_answered_with_empty_twiml(runtime, carrier)
     assert response.data == TWIML
     [event] = stored_events(runtime)
     assert (event.carrier_message_id, event.from_number, event.to_number) == (
-        "SM" + "a" * 32, "+14155550100", SERVICE_NUMBER)
+        "SM" + "a" * 32,
+        "+14155550100",
+        SERVICE_NUMBER,
+    )
     assert event.status == EventStatus.received
     assert event.payload["body"] == "Is my order ready?"
 
@@ -34,20 +37,50 @@ def test_a_signed_text_is_stored_and_answered_with_empty_twiml(runtime, carrier)
 @pytest.mark.parametrize(
     "label, change, status, code, message",
     [
-        ("forged signature", {"signature": "bm90IGEgc2lnbmF0dXJl"}, 403, "invalid_signature",
-         "invalid request signature"),
-        ("missing signature", {"signature": None}, 403, "missing_signature",
-         "missing X-Twilio-Signature header"),
-        ("signed with another token", {"token": "not-" + AUTH_TOKEN}, 403, "invalid_signature",
-         "invalid request signature"),
-        ("unknown account", {"form": {"AccountSid": "AC" + "9" * 32}}, 403, "unknown_account",
-         f"AccountSid AC{'9' * 32} is not a configured carrier"),
-        ("missing MessageSid", {"form": {"MessageSid": None}}, 400, "missing_MessageSid",
-         "field 'MessageSid' is required"),
+        (
+            "forged signature",
+            {"signature": "bm90IGEgc2lnbmF0dXJl"},
+            403,
+            "invalid_signature",
+            "invalid request signature",
+        ),
+        (
+            "missing signature",
+            {"signature": None},
+            403,
+            "missing_signature",
+            "missing X-Twilio-Signature header",
+        ),
+        (
+            "signed with another token",
+            {"token": "not-" + AUTH_TOKEN},
+            403,
+            "invalid_signature",
+            "invalid request signature",
+        ),
+        (
+            "unknown account",
+            {"form": {"AccountSid": "AC" + "9" * 32}},
+            403,
+            "unknown_account",
+            f"AccountSid AC{'9' * 32} is not a configured carrier",
+        ),
+        (
+            "missing MessageSid",
+            {"form": {"MessageSid": None}},
+            400,
+            "missing_MessageSid",
+            "field 'MessageSid' is required",
+        ),
         ("missing From", {"form": {"From": None}}, 400, "missing_From", "field 'From' is required"),
         ("missing To", {"form": {"To": None}}, 400, "missing_To", "field 'To' is required"),
-        ("missing AccountSid", {"form": {"AccountSid": None}}, 400, "missing_AccountSid",
-         "field 'AccountSid' is required"),
+        (
+            "missing AccountSid",
+            {"form": {"AccountSid": None}},
+            400,
+            "missing_AccountSid",
+            "field 'AccountSid' is required",
+        ),
     ],
 )
 def test_a_rejected_webhook_gets_its_reason_and_stores_nothing(
@@ -100,7 +133,9 @@ def test_a_text_to_a_number_that_is_not_ours_is_kept_as_unroutable(runtime, carr
     assert event.status == EventStatus.unroutable
     _, admin = make_user("root", "admin", ())
     listed = carrier.client.get("/api/v1/unroutable", headers=admin).json["data"]
-    assert [(e["from"], e["to"], e["body"]) for e in listed] == [("+14155550100", "+15550001111", "wrong number")]
+    assert [(e["from"], e["to"], e["body"]) for e in listed] == [
+        ("+14155550100", "+15550001111", "wrong number")
+    ]
     _, agent = make_user("agent", "agent")
     assert carrier.client.get("/api/v1/unroutable", headers=agent).status_code == 403
 
