@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from gateway.runtime import Runtime, get_runtime
 from gateway.settings import Settings
@@ -28,10 +29,20 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.extensions["gateway"] = runtime
     app.register_error_handler(HTTPException, _json_http_error)
+    # Before any route is added: ids past the database's 64-bit keys are simply not found.
+    app.url_map.converters["int"] = RowIdConverter
     init_webhooks(app)
     init_api(app)
     health.init_app(app)
     return app
+
+
+class RowIdConverter(IntegerConverter):
+    """`<int:id>` that matches only ids a BIGINT key can hold (others 404, not 500)."""
+
+    def __init__(self, url_map, **kwargs):
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, **kwargs)
 
 
 def _json_http_error(exc: HTTPException):

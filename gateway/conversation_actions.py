@@ -90,8 +90,12 @@ def assign(session: Session, actor: Actor, conversation_id: int, assignee_id: in
 
 
 def close(session: Session, actor: Actor, conversation_id: int) -> Conversation:
-    """Close for good. Closing a closed conversation changes nothing and is not an error."""
+    """Close for good. Closing a closed conversation changes nothing and is not an error.
+    Leads close anything they see; an agent closes what they own (claim it first)."""
     conversation = _visible(session, actor, conversation_id)
+    if not actor.is_lead and conversation.assignee_id != actor.user.id \
+            and conversation.status != ConversationStatus.closed:
+        raise ActionRefused(403, "forbidden", "agents can only close conversations they own")
     closed = session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.status != ConversationStatus.closed)

@@ -154,7 +154,7 @@ def process_event(sessions: sessionmaker[Session], settings: Settings, event_id:
         contact = find_or_create_contact(session, event.from_number, event.from_kind)
         conversation = find_or_open_conversation(session, business_number, contact, event.received_at)
         bind_message(event.carrier_message_id, conversation.id, event_id=event.id)
-        keyword = _apply_keyword(contact, inbound.body, event.received_at)
+        keyword = _apply_keyword(session, contact, inbound.body, event.received_at)
         if needs_folder_match(conversation.folder_id, conversation.assignee_id):
             match_folder(session, conversation, contact.number)
         message = _add_message(session, conversation, event, inbound, keyword)
@@ -227,13 +227,26 @@ def find_or_open_conversation(session: Session, business_number, contact: Contac
     return session.execute(open_thread.execution_options(populate_existing=True)).scalar_one()
 
 
-def _apply_keyword(contact: Contact, body: str, at: dt.datetime) -> str | None:
+def _apply_keyword(session: Session, contact: Contact, body: str, at: dt.datetime) -> str | None:
     keyword = classify_keyword(body)
+    if keyword in (OPT_OUT, OPT_IN):
+        if not is_sqlite(session):  # two workers on one sender's STOP and START: one at a time
+            session.refresh(contact, with_for_update=True)
+        apply_opt_keyword(contact, keyword, at)
+    return keyword
+
+
+def apply_opt_keyword(contact, keyword: str, at: dt.datetime) -> bool:
+    """The latest STOP or START by arrival wins, whatever order workers handle them in:
+    a keyword older than the one already applied changes nothing. True if it applied."""
+    if contact.keyword_at is not None and at <= contact.keyword_at:
+        return False
+    contact.keyword_at = at
     if keyword == OPT_OUT and not contact.opted_out:
         contact.opted_out, contact.opted_out_at = True, at
     elif keyword == OPT_IN and contact.opted_out:
         contact.opted_out, contact.opted_out_at = False, None
-    return keyword
+    return True
 
 
 def match_folder(session: Session, conversation: Conversation, number: str) -> None:

@@ -31,6 +31,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
@@ -39,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import events, live
 from gateway.after_commit import call_after_commit
 from gateway.db import is_sqlite, transaction
-from gateway.inbound import process_event
+from gateway.inbound import apply_opt_keyword, process_event
 from gateway.messaging import InboundMessage
 from gateway.metrics import ROUTING_OUTCOMES
 from gateway.models import Conversation, EventStatus, InboundEvent, Message, User, UserTeam, utcnow
@@ -206,7 +207,8 @@ class _Batch:
         )
         lock = " ORDER BY id FOR UPDATE" if any(classify_keyword(e.inbound.body) for e in events_) else ""
         rows = self._execute(
-            "SELECT id, number, opted_out FROM contacts WHERE number = ANY(CAST(:numbers AS text[]))" + lock,
+            "SELECT id, number, opted_out, opted_out_at, keyword_at FROM contacts "
+            "WHERE number = ANY(CAST(:numbers AS text[]))" + lock,
             numbers=numbers,
         ).mappings()
         return {row["number"]: dict(row) for row in rows}
@@ -248,20 +250,22 @@ class _Batch:
 
     def _apply_keywords(self, events_: list[_Event], contacts: dict[str, dict]) -> None:
         changed = {}
-        for event in events_:
-            contact = contacts[event.from_number]
+        for event in sorted(events_, key=lambda e: (e.received_at, e.id)):  # arrival order
             event.keyword = classify_keyword(event.inbound.body)
-            if event.keyword == OPT_OUT and not contact["opted_out"]:
-                contact["opted_out"], changed[contact["id"]] = True, (True, event.received_at)
-            elif event.keyword == OPT_IN and contact["opted_out"]:
-                contact["opted_out"], changed[contact["id"]] = False, (False, None)
+            if event.keyword not in (OPT_OUT, OPT_IN):
+                continue
+            contact = SimpleNamespace(**contacts[event.from_number])
+            if apply_opt_keyword(contact, event.keyword, event.received_at):
+                contacts[event.from_number] = vars(contact)
+                changed[contact.id] = (contact.opted_out, contact.opted_out_at, contact.keyword_at)
         if changed:
             ids = sorted(changed)
             self._execute(
-                "UPDATE contacts SET opted_out = v.o, opted_out_at = v.a "
-                "FROM unnest(CAST(:ids AS bigint[]), CAST(:outs AS boolean[]), CAST(:ats AS timestamptz[])) "
-                "AS v(id, o, a) WHERE contacts.id = v.id",
+                "UPDATE contacts SET opted_out = v.o, opted_out_at = v.a, keyword_at = v.k "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:outs AS boolean[]), CAST(:ats AS timestamptz[]), "
+                "CAST(:kats AS timestamptz[])) AS v(id, o, a, k) WHERE contacts.id = v.id",
                 ids=ids, outs=[changed[i][0] for i in ids], ats=[changed[i][1] for i in ids],
+                kats=[changed[i][2] for i in ids],
             )
 
     def _match_folders(self, conversations: dict[tuple, dict], contacts: dict[str, dict]) -> None:

@@ -208,6 +208,8 @@ class Contact(Base):
     name: Mapped[str | None]
     opted_out: Mapped[bool] = mapped_column(default=False)
     opted_out_at: Mapped[dt.datetime | None]
+    # Arrival time of the STOP/START last applied: an older one handled later is ignored.
+    keyword_at: Mapped[dt.datetime | None]
     created_at: Mapped[created]
 
 
@@ -416,6 +418,8 @@ class IdempotencyKey(Base):
     id: Mapped[intpk]
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     key: Mapped[str]
+    # SHA-256 of the first request's method, path and body: the key with another request is refused.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     created_at: Mapped[created]
 

@@ -8,6 +8,8 @@ with `send_state = pending` and only then handed to the `outbound` queue; the wo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import insert_ignoring_conflicts, transaction
 from gateway.inbound import find_or_create_contact, find_or_open_conversation, match_folder
+from gateway.inbox import get_visible_conversation
 from gateway.models import (
     Contact,
     Conversation,
@@ -35,6 +38,7 @@ from gateway.settings import BusinessNumberSettings, Settings
 log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 1600   # Twilio's limit for one message, appended message included
+MAX_IDEMPOTENCY_KEY = 255
 MAX_MEDIA = 10          # Twilio sends at most ten media items per MMS
 PENDING = "pending"     # send_state: committed, not yet handed to the carrier
 QUEUED = "queued"       # the status clients see until the carrier reports progress
@@ -108,19 +112,17 @@ def sendable_numbers(settings: Settings, user: User) -> list[BusinessNumberSetti
 
 def reply(
     sessions: sessionmaker[Session], settings: Settings, user: User, conversation_id: int,
-    body: str, media_urls: list[str], idempotency_key: str | None = None,
+    body: str, media_urls: list[str], idempotency: Idempotency | None = None,
 ) -> Created:
     """Queue a reply in a conversation the user can see; the conversation becomes read."""
-    from gateway.inbox import get_visible_conversation
-
-    return _create_once(sessions, user, idempotency_key, lambda session: _reply(
+    return _create_once(sessions, user, idempotency, lambda session: _reply(
         session, settings, user, get_visible_conversation(session, user, conversation_id), body, media_urls,
     ))
 
 
 def start(
     sessions: sessionmaker[Session], settings: Settings, user: User | None, business_number: str, to: str,
-    body: str, media_urls: list[str], idempotency_key: str | None = None,
+    body: str, media_urls: list[str], idempotency: Idempotency | None = None,
 ) -> Created:
     """Queue a text to `to` from a business number, in its open conversation or a new one.
 
@@ -141,20 +143,23 @@ def start(
         contact = find_or_create_contact(session, destination, "e164")
         now = utcnow()
         conversation = find_or_open_conversation(session, number, contact, now)
+        if user is not None and get_visible_conversation(session, user, conversation.id) is None:
+            # The contact's open thread belongs to a colleague: texting into it would
+            # bypass who may see it. Say so without naming the conversation.
+            raise SendRefused(409, "conversation_owned",
+                              "this contact has an open conversation on that number that someone else owns")
         if needs_folder_match(conversation.folder_id, conversation.assignee_id):
             match_folder(session, conversation, contact.number)
         return _queue(session, conversation, user, final, media_urls)
 
-    return _create_once(sessions, user, idempotency_key, create)
+    return _create_once(sessions, user, idempotency, create)
 
 
 def add_note(
     sessions: sessionmaker[Session], user: User, conversation_id: int, body: str,
-    idempotency_key: str | None = None,
+    idempotency: Idempotency | None = None,
 ) -> Created:
     """An internal note: stored in the thread, never queued, never sent."""
-    from gateway.inbox import get_visible_conversation
-
     if not isinstance(body, str) or not body.strip():
         raise SendRefused(422, "empty_note", "a note needs a body")
     if len(body) > MAX_BODY_CHARS:
@@ -171,7 +176,7 @@ def add_note(
         session.flush()
         return note
 
-    return _create_once(sessions, user, idempotency_key, create)
+    return _create_once(sessions, user, idempotency, create)
 
 
 def _reply(session, settings, user, conversation, body, media_urls) -> Message:
@@ -235,22 +240,43 @@ def _queue(
     return message
 
 
-def _create_once(sessions, user: User | None, idempotency_key: str | None, create) -> Created:
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's `Idempotency-Key` and a fingerprint of the request it came with
+    (method, path and body): the same key with another request is refused, not answered
+    with the first request's message."""
+
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, key: str | None, method: str, path: str, body: dict) -> Idempotency | None:
+        key = (key or "").strip()
+        if not key:
+            return None
+        if len(key) > MAX_IDEMPOTENCY_KEY:
+            raise SendRefused(422, "invalid_idempotency_key",
+                              f"Idempotency-Key is limited to {MAX_IDEMPOTENCY_KEY} characters")
+        request = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"), default=str)
+        return cls(key, hashlib.sha256(request.encode()).hexdigest())
+
+
+def _create_once(sessions, user: User | None, idempotency: Idempotency | None, create) -> Created:
     """Run `create` in one transaction; with an Idempotency-Key, at most once per user."""
-    key = (idempotency_key or "").strip()[:255] or None
     if user is None:
-        key = None  # keys are per user; the CLI has none
-    if key is not None:
-        first = _message_for_key(sessions, user.id, key)
+        idempotency = None  # keys are per user; the CLI has none
+    if idempotency is not None:
+        first = _message_for_key(sessions, user.id, idempotency)
         if first is not None:
             return Created(first, is_new=False)
     try:
         with transaction(sessions) as session:
             message = create(session)
-            if key is not None:
+            if idempotency is not None:
                 claimed = insert_ignoring_conflicts(
                     session, IdempotencyKey,
-                    {"user_id": user.id, "key": key, "message_id": message.id, "created_at": utcnow()},
+                    {"user_id": user.id, "key": idempotency.key, "request_hash": idempotency.fingerprint,
+                     "message_id": message.id, "created_at": utcnow()},
                     index_elements=["user_id", "key"],
                 )
                 if claimed is None:
@@ -258,15 +284,21 @@ def _create_once(sessions, user: User | None, idempotency_key: str | None, creat
             return Created(message.id, is_new=True)
     except _Repeated:
         # A concurrent request with the same key won: answer with its message.
-        return Created(_message_for_key(sessions, user.id, key), is_new=False)
+        return Created(_message_for_key(sessions, user.id, idempotency), is_new=False)
 
 
-def _message_for_key(sessions, user_id: int, key: str) -> int | None:
+def _message_for_key(sessions, user_id: int, idempotency: Idempotency) -> int | None:
     with sessions() as session:
-        return session.scalar(
-            select(IdempotencyKey.message_id)
-            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-        )
+        row = session.execute(
+            select(IdempotencyKey.message_id, IdempotencyKey.request_hash)
+            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == idempotency.key)
+        ).first()
+    if row is None:
+        return None
+    if row.request_hash is not None and row.request_hash != idempotency.fingerprint:
+        raise SendRefused(422, "idempotency_key_reused",
+                          "this Idempotency-Key was already used for a different request")
+    return row.message_id
 
 
 def pending_message_ids(sessions: sessionmaker[Session], limit: int = 500) -> list[int]:

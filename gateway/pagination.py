@@ -25,9 +25,19 @@ def decode_cursor(cursor: str, arity: int) -> list:
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise CursorError("cursor is not one this API issued") from None
-    if not isinstance(key, list) or len(key) != arity:
+    # Every cursor this API issues ends with a row id, after strings (times) or small ints.
+    if not isinstance(key, list) or len(key) != arity or not _is_row_id(key[-1]) \
+            or not all(_is_row_id(part) or _is_short_text(part) for part in key[:-1]):
         raise CursorError("cursor is not one this API issued")
     return key
+
+
+def _is_row_id(value) -> bool:
+    return type(value) is int and 0 <= value < 2**63
+
+
+def _is_short_text(value) -> bool:
+    return isinstance(value, str) and len(value) <= 64
 
 
 def parse_limit(raw: str | None) -> int:

@@ -262,3 +262,28 @@ def test_two_workers_on_one_sender_at_the_same_moment_make_one_conversation(runt
             .group_by(Contact.number)
         ).all()
     assert sorted(per_contact) == [(sender, 1, 3) for sender in senders]
+
+
+@pytest.mark.parametrize("path", ["one event at a time", "separate batches"])
+def test_the_last_stop_or_start_to_arrive_wins_whatever_order_workers_handle_them(
+    runtime, carrier, client, admin_headers, path
+):
+    from gateway.inbound_batch import process_events
+
+    # Given STOP, then START, from one sender: stored, not yet processed
+    for body in ("STOP", "START"):
+        assert carrier.inbound("+14155550100", body).status_code == 200
+    with runtime.sessions() as session:
+        stop_id, start_id = session.scalars(select(InboundEvent.id).order_by(InboundEvent.id))
+
+    # When a worker handles the later START first, and the STOP after it
+    for event_id in (start_id, stop_id):
+        if path == "one event at a time":
+            process_event(runtime.sessions, runtime.settings, event_id)
+        else:
+            process_events(runtime.sessions, runtime.settings, [event_id])
+
+    # Then the contact is opted in, as their last word said, and both texts are in the thread
+    [conversation] = conversations(client, admin_headers)
+    assert conversation["contact"]["opted_out"] is False
+    assert [m["body"] for m in thread(client, admin_headers, conversation["id"])] == ["STOP", "START"]

@@ -25,11 +25,11 @@ def test_the_embedded_database_runs_in_wal_mode_with_a_busy_timeout(sqlite_url):
 def test_migrations_downgrade_to_nothing_and_up_again(tmp_path):
     url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
     config = alembic_config(url)
-    command.upgrade(config, "heads")
+    command.upgrade(config, "head")
     command.downgrade(config, "base")
     engine = create_engine(url)
     with engine.connect() as connection:
         tables = connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'")).scalars().all()
     engine.dispose()
     assert tables == ["alembic_version"]
-    command.upgrade(config, "heads")
+    command.upgrade(config, "head")

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from gateway.api.errors import ApiError, bad_request, not_found
 from gateway.api.serializers import attachment_json, iso
 from gateway.db import insert_ignoring_conflicts, transaction
-from gateway.inbox import get_visible_conversation, visible_to
+from gateway.inbox import get_visible_conversation, sees_everything, visible_to
 from gateway.media import media_path
 from gateway.models import Attachment, AttachmentStatus, Conversation, Folder, FolderPhoto, Message, utcnow
 from gateway.pagination import CursorError, decode_cursor, encode_cursor, parse_limit
@@ -76,8 +76,8 @@ def link_folder(attachment_id: int):
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object, e.g. {\"folder_id\": 12}")
     folder_id = body.get("folder_id")
-    if folder_id is not None and (isinstance(folder_id, bool) or not isinstance(folder_id, int)):
-        raise bad_request("folder_id must be a whole number")
+    if folder_id is not None and (type(folder_id) is not int or not 0 < folder_id < 2**63):
+        raise bad_request("folder_id must be a folder's id")
     with transaction(_runtime().sessions) as session:
         attachment, conversation = _visible_attachment(session, attachment_id)
         _require_stored(attachment)
@@ -87,6 +87,11 @@ def link_folder(attachment_id: int):
         folder_id = folder_id if folder_id is not None else conversation.folder_id
         if folder_id is None:
             raise ApiError(422, "no_folder", "the conversation has no folder: give folder_id in the body")
+        allowed = {conversation.folder_id, *(conversation.candidate_folder_ids or [])} - {None}
+        if not sees_everything(g.user) and folder_id not in allowed:
+            # An agent files a customer's photo only under that conversation's own folder
+            # (or one of its candidates), never under some other customer's.
+            raise ApiError(403, "forbidden", "agents can link an image only to the conversation's folder")
         if session.get(Folder, folder_id) is None:
             raise not_found("folder")
         new_id = insert_ignoring_conflicts(

@@ -31,6 +31,11 @@ def _json_body() -> dict:
     return data
 
 
+def _idempotency(body: dict) -> outbound.Idempotency | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    return outbound.Idempotency.of(key, request.method, request.path, body)
+
+
 def _refused(exc: outbound.SendRefused) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
 
@@ -42,7 +47,7 @@ def reply(conversation_id: int):
     try:
         created = outbound.reply(
             runtime.sessions, runtime.settings, g.user, conversation_id,
-            data.get("body", ""), data.get("media_urls") or [], request.headers.get(IDEMPOTENCY_HEADER),
+            data.get("body", ""), data.get("media_urls") or [], _idempotency(data),
         )
     except outbound.SendRefused as exc:
         raise _refused(exc) from None
@@ -52,12 +57,15 @@ def reply(conversation_id: int):
 @bp.post("/messages")
 def start():
     data = _json_body()
+    for field in ("business_number", "to"):
+        if not isinstance(data.get(field, ""), str):
+            raise ApiError(422, f"invalid_{field}", f"'{field}' must be a phone number written as a string")
     runtime = _runtime()
     try:
         created = outbound.start(
             runtime.sessions, runtime.settings, g.user, data.get("business_number") or "",
             data.get("to") or "", data.get("body", ""), data.get("media_urls") or [],
-            request.headers.get(IDEMPOTENCY_HEADER),
+            _idempotency(data),
         )
     except outbound.SendRefused as exc:
         raise _refused(exc) from None
@@ -69,8 +77,7 @@ def note(conversation_id: int):
     data = _json_body()
     try:
         created = outbound.add_note(
-            _runtime().sessions, g.user, conversation_id, data.get("body", ""),
-            request.headers.get(IDEMPOTENCY_HEADER),
+            _runtime().sessions, g.user, conversation_id, data.get("body", ""), _idempotency(data),
         )
     except outbound.SendRefused as exc:
         raise _refused(exc) from None

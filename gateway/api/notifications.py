@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from gateway.api.errors import ApiError, bad_request, not_found
@@ -72,7 +74,7 @@ def stream():
     """Server-Sent Events of the caller's new notifications; `Last-Event-ID` resumes."""
     runtime = _runtime()
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
-    if last_event_id and not last_event_id.isdigit():
+    if last_event_id and not re.fullmatch(r"[0-9]{1,18}", last_event_id):
         raise bad_request("Last-Event-ID must be the id of a notification this stream sent")
     with runtime.sessions() as session:
         after_id = int(last_event_id) if last_event_id else latest_notification_id(session, g.user.id)

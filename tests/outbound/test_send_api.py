@@ -197,3 +197,36 @@ def test_an_agent_cannot_send_from_another_teams_number(runtime, client, make_us
         "business_number": SERVICE_NUMBER, "to": CUSTOMER, "body": "hi"}, headers=agent)
 
     assert (response.status_code, response.json["error"]["code"]) == (403, "forbidden")
+
+
+def test_an_idempotency_key_reused_for_another_request_is_refused(runtime, client, admin_headers):
+    headers = {**admin_headers, "Idempotency-Key": "order-43"}
+    first = client.post("/api/v1/messages", headers=headers,
+                        json={"business_number": "+15552345678", "to": "+14155550123", "body": "first"})
+    other = client.post("/api/v1/messages", headers=headers,
+                        json={"business_number": "+15552345678", "to": "+14155550124", "body": "second"})
+    long_key = client.post("/api/v1/messages", headers={**admin_headers, "Idempotency-Key": "k" * 256},
+                           json={"business_number": "+15552345678", "to": "+14155550125", "body": "x"})
+
+    assert first.status_code == 202
+    assert (other.status_code, other.json["error"]["code"]) == (422, "idempotency_key_reused")
+    assert (long_key.status_code, long_key.json["error"]["code"]) == (422, "invalid_idempotency_key")
+
+
+def test_an_agent_cannot_text_into_a_colleagues_conversation_by_starting_a_new_one(
+    runtime, carrier, client, make_user
+):
+    from tests.test_inbound import receive
+
+    receive(runtime, carrier, "+14155550001")
+    bob_id, bob = make_user("bob", "agent", ["service"])
+    _, alice = make_user("alice", "agent", ["service"])
+    [conversation] = client.get("/api/v1/conversations", headers=bob).json["data"]
+    assert client.post(f"/api/v1/conversations/{conversation['id']}/claim", headers=bob).status_code == 200
+
+    response = client.post("/api/v1/messages", headers=alice,
+                           json={"business_number": "+15552345678", "to": "+14155550001", "body": "hi"})
+
+    assert (response.status_code, response.json["error"]["code"]) == (409, "conversation_owned")
+    messages = client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=bob).json["data"]
+    assert [m["direction"] for m in messages] == ["inbound"]
