@@ -177,6 +177,9 @@ class EventCommitter:
             new_ids = self._insert_one_by_one(rows)
         for waiting in rows:
             waiting.event_id = new_ids.get(waiting.key)
+        for waiting in batch:  # a copy shares its first's fate: never "duplicate" of nothing stored
+            if waiting is not first[waiting.key]:
+                waiting.error = first[waiting.key].error
         self._hand_over([w.event_id for w in rows
                          if w.event_id is not None and w.values["status"] == EventStatus.received])
 

@@ -102,22 +102,23 @@ def values(sid: str, sender: str = "+14155550100") -> dict:
 
 
 def test_a_row_the_database_refuses_fails_only_its_own_request(runtime):
-    # Given a batch of three good rows and one the database refuses (no sender)
+    # Given a batch of three good rows and one the database refuses (no sender), sent twice
     committer = EventCommitter(runtime)
     bad = {**values("SM" + "e" * 32), "from_number": None}
-    rows = [values(f"SM{n:032x}", f"+1415555{n:04d}") for n in range(3)] + [bad]
+    rows = [values(f"SM{n:032x}", f"+1415555{n:04d}") for n in range(3)] + [bad, dict(bad)]
     with writes_held(runtime):
         # (a first row takes the committer into its INSERT, where it waits on the lock)
         first, _ = in_parallel([lambda: committer.store(values("SM" + "f" * 32))])
         wait_until(lambda: committer._thread is not None and not committer._waiting,
                    message="the committer to take the first row")
         threads, outcomes = in_parallel([lambda row=row: committer.store(row) for row in rows])
-        wait_until(lambda: len(committer._waiting) == 4, message="the rows to queue behind the held lock")
+        wait_until(lambda: len(committer._waiting) == 5, message="the rows to queue behind the held lock")
     for thread in first + threads:
         thread.join(30)
 
-    # Then only the refused row's caller gets the error; the other rows are committed
+    # Then only the refused row's callers (it and its copy) get the error; the others are committed
     assert isinstance(outcomes[3], IntegrityError)
+    assert isinstance(outcomes[4], IntegrityError)  # not answered "duplicate" of a row never stored
     assert all(o.is_new for o in outcomes[:3])
     assert stored_sids(runtime) == [f"SM{n:032x}" for n in range(3)] + ["SM" + "f" * 32]
 
