@@ -7,7 +7,8 @@ connections, and tests can build a runtime around their own settings.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import dramatiq
@@ -21,9 +22,15 @@ from gateway.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 
+# After a failed enqueue, callers skip the broker this long (their work is already stored;
+# the sweeper enqueues it) instead of each waiting out the connect and socket timeouts.
+BROKER_RETRY_AFTER_S = 5.0
+
+
 @dataclass
 class Runtime:
     settings: Settings
+    _broker_down_until: float = field(default=0.0, init=False, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
@@ -43,12 +50,16 @@ class Runtime:
         Callers have already committed what the task needs, so a failed enqueue loses
         nothing: the sweeper finds the stored work and enqueues it again.
         """
+        if time.monotonic() < self._broker_down_until:
+            # It failed moments ago: a hung Redis would hold every caller for its timeouts.
+            return False
         message = dramatiq.Message(
             queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={}
         )
         try:
             self.producer_broker.enqueue(message)
         except Exception:
+            self._broker_down_until = time.monotonic() + BROKER_RETRY_AFTER_S
             log.warning(
                 "broker unreachable; the sweeper will enqueue later",
                 extra={"actor": actor_name, "task_args": list(args)},
