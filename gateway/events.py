@@ -227,7 +227,7 @@ DELIVERY_FILTERS = {
 
 def list_deliveries(session: Session, status: str, cursor: str | None, limit: int):
     """Deliveries with the given status, newest first."""
-    from gateway.pagination import CursorError, decode_cursor, encode_cursor
+    from gateway.pagination import CursorError, newest_first
 
     if status not in DELIVERY_FILTERS:
         raise CursorError(f"status must be one of {', '.join(DELIVERY_FILTERS)}")
@@ -235,9 +235,4 @@ def list_deliveries(session: Session, status: str, cursor: str | None, limit: in
     condition = DELIVERY_FILTERS[status]()
     if condition is not None:
         query = query.where(condition)
-    if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        query = query.where(EventDelivery.id < int(last_id))
-    rows = list(session.scalars(query.order_by(EventDelivery.id.desc()).limit(limit + 1)))
-    page, more = rows[:limit], len(rows) > limit
-    return page, (encode_cursor(page[-1].id) if more else None)
+    return newest_first(session, query, EventDelivery.id, cursor, limit)

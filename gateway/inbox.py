@@ -18,7 +18,7 @@ from gateway.models import (
     Role,
     User,
 )
-from gateway.pagination import CursorError, decode_cursor, encode_cursor
+from gateway.pagination import CursorError, decode_cursor, encode_cursor, newest_first
 
 STATUS_FILTERS = ("all", "unassigned", "assigned", "closed")
 
@@ -108,12 +108,7 @@ def list_messages(
 def list_unroutable_events(session: Session, cursor: str | None, limit: int):
     """Texts to numbers that are not ours, newest first: kept for admins, never dropped."""
     query = select(InboundEvent).where(InboundEvent.status == EventStatus.unroutable)
-    if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        query = query.where(InboundEvent.id < int(last_id))
-    rows = list(session.scalars(query.order_by(InboundEvent.id.desc()).limit(limit + 1)))
-    page, more = rows[:limit], len(rows) > limit
-    return page, (encode_cursor(page[-1].id) if more else None)
+    return newest_first(session, query, InboundEvent.id, cursor, limit)
 
 
 def _parse_time(value) -> dt.datetime:

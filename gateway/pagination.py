@@ -50,3 +50,15 @@ def parse_limit(raw: str | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise CursorError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return limit
+
+
+def newest_first(session, query, id_column, cursor: str | None, limit: int, *, scalars: bool = True,
+                 row_id=lambda row: row.id):
+    """One page of `query` by descending id, after the id in `cursor`: (rows, next_cursor)."""
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        query = query.where(id_column < last_id)
+    query = query.order_by(id_column.desc()).limit(limit + 1)
+    rows = list(session.scalars(query) if scalars else session.execute(query))
+    page, more = rows[:limit], len(rows) > limit
+    return page, (encode_cursor(row_id(page[-1])) if more else None)

@@ -18,7 +18,7 @@ from gateway.db import insert_ignoring_conflicts, transaction
 from gateway.inbox import get_visible_conversation, sees_everything, visible_to
 from gateway.media import media_path
 from gateway.models import Attachment, AttachmentStatus, Conversation, Folder, FolderPhoto, Message, utcnow
-from gateway.pagination import CursorError, decode_cursor, encode_cursor, parse_limit
+from gateway.pagination import CursorError, newest_first, parse_limit
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +126,10 @@ def folder_photos(folder_id: int):
             visibility = visible_to(g.user)
             if visibility is not None:
                 query = query.where(visibility)
-            if cursor:
-                (last_id,) = decode_cursor(cursor, 1)
-                query = query.where(FolderPhoto.id < int(last_id))
-            rows = list(session.execute(query.order_by(FolderPhoto.id.desc()).limit(limit + 1)))
-            page, more = rows[:limit], len(rows) > limit
+            page, next_cursor = newest_first(session, query, FolderPhoto.id, cursor, limit, scalars=False,
+                                             row_id=lambda row: row[0].id)
             data = [photo_json(link, message_id, conversation_id)
                     for link, message_id, conversation_id in page]
-            next_cursor = encode_cursor(page[-1][0].id) if more else None
     except (CursorError, ValueError) as exc:
         raise bad_request(str(exc)) from None
     return jsonify(data=data, next_cursor=next_cursor)
