@@ -60,17 +60,6 @@ FULL = os.environ.get("DRILL_SCALE", "").lower() == "full"
 CARRIER_TIMEOUT_S = 15.0  # Twilio gives up on a webhook after 15 s
 
 
-def pytest_collection_modifyitems(config, items):
-    """A drill marked `drill(slow="why")` runs only when drills are asked for (`-m drill`)."""
-    if "drill" in (config.getoption("markexpr") or ""):
-        return
-    for item in items:
-        marker = item.get_closest_marker("drill")
-        if marker is not None and marker.kwargs.get("slow"):
-            reason = f"slow drill, run it with `python3 -m pytest -m drill`: {marker.kwargs['slow']}"
-            item.add_marker(pytest.mark.skip(reason=reason))
-
-
 def sized(full, ci):
     """The issue's size under DRILL_SCALE=full, the CI size otherwise."""
     return full if FULL else ci
