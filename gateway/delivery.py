@@ -70,13 +70,14 @@ class Later:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     outbound: OutboundMessage
     segments: int
     send_attempts: int                    # carrier calls before this one
     reconcile_since: dt.datetime | None   # in flight with no answer: look it up first
     created_at: dt.datetime
     claimed: bool                         # this attempt is committed (in_flight) already
+    status: str = "queued"                # the delivery status when it was claimed
 
 
 def deliver(
@@ -101,7 +102,7 @@ def deliver(
             return waiting
         slot_at = waiting
     plan = _plan(sessions, settings, message_id)
-    if not isinstance(plan, _Plan):
+    if not isinstance(plan, Plan):
         return plan if plan is None else Later(plan.delay_ms, None, route)
     sender = carrier_for(settings, plan.outbound.from_number)
     if plan.reconcile_since is not None:
@@ -116,16 +117,16 @@ def deliver(
     sender.warm()
     # Claimed and ready before the slot: the send leaves on time, not a transaction late.
     time.sleep(max(0.0, slot_at - time.monotonic()))
-    wait_ms, admitted = _pass_gate(limiter, plan, limit, _in_flight_hold_ms(settings, number))
+    wait_ms, admitted = _pass_gate(limiter, plan, limit, in_flight_hold_ms(settings, number))
     if wait_ms:
         # The window is full after all (a slot woken late): give the claim back and come
         # back straight to the gate (slot 0: its turn has come), not to the end of the line.
-        _release_attempt(sessions, message_id, plan.send_attempts + 1)
+        release_attempt(sessions, message_id, plan.send_attempts + 1)
         return Later(wait_ms, TURN_HAS_COME, route)
     try:
         result = sender.send(plan.outbound)
     except SendError as exc:
-        return _record_error(sessions, settings, message_id, plan, exc)
+        return record_error(sessions, settings, message_id, plan, exc)
     finally:
         _settle(limiter, plan, admitted)
     _record_submitted(sessions, message_id, result)
@@ -169,7 +170,7 @@ def _wait_for_slot(
     return time.monotonic() + wait_ms / 1000
 
 
-def _in_flight_hold_ms(settings: Settings, number) -> int:
+def in_flight_hold_ms(settings: Settings, number) -> int:
     """How long an unanswered send may count as in flight: the carrier call's timeout."""
     if number is None:
         return 0
@@ -177,7 +178,7 @@ def _in_flight_hold_ms(settings: Settings, number) -> int:
 
 
 def _pass_gate(
-    limiter: RateLimiter, plan: _Plan, limit: Limit | None, hold_ms: int
+    limiter: RateLimiter, plan: Plan, limit: Limit | None, hold_ms: int
 ) -> tuple[int, str | None]:
     """(0, entry) when the sliding window admits this send now (recorded as in flight);
     else (ms to wait, None)."""
@@ -192,7 +193,7 @@ def _pass_gate(
     return 0, member
 
 
-def _settle(limiter: RateLimiter, plan: _Plan, member: str | None) -> None:
+def _settle(limiter: RateLimiter, plan: Plan, member: str | None) -> None:
     if member is None:
         return
     try:
@@ -204,7 +205,7 @@ def _settle(limiter: RateLimiter, plan: _Plan, member: str | None) -> None:
                     extra={"message_id": plan.outbound.message_id})
 
 
-def _plan(sessions, settings: Settings, message_id: int) -> _Plan | Later | None:
+def _plan(sessions, settings: Settings, message_id: int) -> Plan | Later | None:
     with transaction(sessions) as session:
         message = session.get(Message, message_id, with_for_update=not is_sqlite(session))
         if message is None or message.direction != Direction.outbound or message.send_state not in UNSENT:
@@ -237,7 +238,7 @@ def _plan(sessions, settings: Settings, message_id: int) -> _Plan | Later | None
             # lock (PostgreSQL) or the write lock (SQLite) makes it ours alone.
             message.send_state, message.attempted_at = IN_FLIGHT, utcnow()
             message.send_attempts += 1
-        return _Plan(
+        return Plan(
             outbound=OutboundMessage(
                 message_id=message.id, from_number=message.from_number, to_number=message.to_number,
                 body=message.body, media_urls=tuple(a.source_url for a in message.attachments),
@@ -258,7 +259,7 @@ def _older_unsent_exists(session: Session, message: Message) -> bool:
     return bool(session.scalar(select(exists(older))))
 
 
-def _reconcile(sessions, sender: Sender, message_id: int, plan: _Plan) -> Later | bool | None:
+def _reconcile(sessions, sender: Sender, message_id: int, plan: Plan) -> Later | bool | None:
     """Ask the carrier whether a call with no recorded answer went through.
 
     Returns False when it did (recorded now: done), None when it did not (send again),
@@ -292,7 +293,7 @@ def _claim_attempt(sessions, message_id: int, seen_attempts: int) -> bool:
         return claimed.rowcount == 1
 
 
-def _release_attempt(sessions, message_id: int, claimed_attempts: int) -> None:
+def release_attempt(sessions, message_id: int, claimed_attempts: int) -> None:
     """Undo a claim whose call was never made (the rate gate said wait)."""
     with transaction(sessions) as session:
         session.execute(
@@ -308,7 +309,7 @@ def _release_attempt(sessions, message_id: int, claimed_attempts: int) -> None:
 
 def _record_submitted(sessions, message_id: int, result: SendResult) -> None:
     with transaction(sessions) as session:
-        _serialize_sid(session, result.carrier_message_id)
+        serialize_sid(session, result.carrier_message_id)
         message = _locked(session, message_id)
         message.send_state = SUBMITTED
         message.carrier_message_id = result.carrier_message_id
@@ -323,12 +324,12 @@ def _record_submitted(sessions, message_id: int, result: SendResult) -> None:
             .order_by(StatusEvent.id)
         )
         for event in early:
-            _apply(session, message, event)
+            apply_status(session, message, event)
     log.info("message sent",
              extra={"message_id": message_id, "carrier_message_id": result.carrier_message_id})
 
 
-def _record_error(sessions, settings: Settings, message_id: int, plan: _Plan, exc: SendError) -> Later | None:
+def record_error(sessions, settings: Settings, message_id: int, plan: Plan, exc: SendError) -> Later | None:
     attempts = plan.send_attempts + 1
     expired = _past_horizon(settings, plan)
     with transaction(sessions) as session:
@@ -369,7 +370,7 @@ def _locked(session: Session, message_id: int) -> Message:
     return session.scalar(query)
 
 
-def _past_horizon(settings: Settings, plan: _Plan) -> bool:
+def _past_horizon(settings: Settings, plan: Plan) -> bool:
     horizon = dt.timedelta(minutes=settings.config.gateway.send_retry_horizon_minutes)
     return utcnow() >= plan.created_at + horizon
 
@@ -416,7 +417,7 @@ def record_status(sessions: sessionmaker[Session], carrier_name: str, update_: S
     answered 200 by the webhook), and applied later if our record of the SID comes after.
     """
     with transaction(sessions) as session:
-        _serialize_sid(session, update_.carrier_message_id)
+        serialize_sid(session, update_.carrier_message_id)
         event = StatusEvent(
             carrier=carrier_name, carrier_message_id=update_.carrier_message_id, status=update_.status,
             carrier_status=update_.carrier_status[:32], error_code=update_.error_code,
@@ -428,19 +429,19 @@ def record_status(sessions: sessionmaker[Session], carrier_name: str, update_: S
             query = query.with_for_update()
         message = session.scalar(query)
         if message is not None:
-            _apply(session, message, event)
+            apply_status(session, message, event)
         session.flush()
         return event
 
 
-def _serialize_sid(session: Session, carrier_message_id: str) -> None:
+def serialize_sid(session: Session, carrier_message_id: str) -> None:
     """One SID at a time: a callback racing the worker's record of that SID either sees
     the message or is seen by it, never neither. (SQLite writers are serial already.)"""
     if not is_sqlite(session):
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:sid))"), {"sid": carrier_message_id})
 
 
-def _apply(session: Session, message: Message, event: StatusEvent) -> None:
+def apply_status(session: Session, message: Message, event: StatusEvent) -> None:
     event.message_id = message.id
     moved = advance(message.status, event.status)
     event.applied = moved != message.status

@@ -283,6 +283,14 @@ class Message(Base):
             sqlite_where=text("send_state IN ('pending', 'in_flight')"),
             postgresql_where=text("send_state IN ('pending', 'in_flight')"),
         ),
+        # A number's sender claims its due texts in order (gateway/number_sender.py).
+        Index(
+            "ix_messages_due",
+            "from_number",
+            "id",
+            sqlite_where=text("send_state = 'pending'"),
+            postgresql_where=text("send_state = 'pending'"),
+        ),
         UniqueConstraint("inbound_event_id"),
         UniqueConstraint("carrier_message_id"),
     )

@@ -13,6 +13,12 @@ script on the Redis server's clock (so hosts with skewed clocks agree):
 3. `settle`: once the carrier has answered, the send's entry is re-stamped with the time
    of the answer. Until then it is held as in flight (counted whatever its age).
 
+A number's sender (gateway/number_sender.py) takes its turns in batches instead:
+`capacity` says how many segments the window admits now (or how long until it admits
+any), `admit_many` admits the batch's sends in order for as long as they fit, and
+`settle_many` re-stamps them together once the batch's carrier calls have answered. The
+window is the same sorted set, so both ways of sending share one limit.
+
 Why settle: the carrier clocks arrivals, not our admissions, and a thread can stall
 between the gate and the socket. An entry counts until one window after the carrier's
 answer, which comes after the request arrived there. So a send admitted now cannot
@@ -85,6 +91,54 @@ return now
 """
 
 
+# The window's state before a batch: (segments still admissible now, ms until one is if none).
+_CAPACITY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used = 0
+for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
+if used < limit then return {limit - used, 0} end
+local score = tonumber(entries[2])
+if score > now then return {0, tonumber(ARGV[3])} end
+return {0, score + window - now + 1}
+"""
+
+# Admit members (ARGV[4..], each "<segments>:<id>") in order while they fit; a lone
+# send bigger than the whole allowance goes when the window is empty, as in _ADMIT.
+_ADMIT_MANY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local hold = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used = 0
+for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
+local admitted = 0
+for i = 4, #ARGV do
+  local cost = tonumber(string.match(ARGV[i], '^(%d+):'))
+  if used > 0 and used + cost > limit then break end
+  redis.call('ZADD', KEYS[1], now + hold, ARGV[i])
+  used = used + cost
+  admitted = admitted + 1
+end
+if admitted > 0 then redis.call('PEXPIRE', KEYS[1], hold + window + 1000) end
+return admitted
+"""
+
+_SETTLE_MANY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i]) end
+return now
+"""
+
+
 @dataclass(frozen=True)
 class Limit:
     """`per_second` segments per second as a window and an allowance within it.
@@ -121,6 +175,9 @@ class RateLimiter:
         self._reserve = client.register_script(_RESERVE)
         self._admit = client.register_script(_ADMIT)
         self._settle = client.register_script(_SETTLE)
+        self._capacity = client.register_script(_CAPACITY)
+        self._admit_many = client.register_script(_ADMIT_MANY)
+        self._settle_many = client.register_script(_SETTLE_MANY)
 
     def reserve(self, number: str, segments: int, limit: Limit) -> Slot:
         slot, now = self._reserve(keys=[send_rate_schedule(number)], args=[limit.interval_ms, segments])
@@ -144,6 +201,28 @@ class RateLimiter:
     def settle(self, number: str, segments: int, member: str) -> None:
         """The carrier answered (or the call failed): count the send from now on."""
         self._settle(keys=[send_rate_window(number)], args=[f"{segments}:{member}"])
+
+
+    def capacity(self, number: str, limit: Limit) -> tuple[int, int]:
+        """(segments the window admits now, 0), or (0, ms until it may admit one)."""
+        free, wait_ms = self._capacity(keys=[send_rate_window(number)],
+                                       args=[limit.window_ms, limit.allowance, IN_FLIGHT_POLL_MS])
+        return int(free), int(wait_ms)
+
+    def admit_many(self, number: str, sends: list[tuple[int, str]], limit: Limit, hold_ms: int) -> list[str]:
+        """Admit (segments, member) sends in order while they fit; the entries of those
+        admitted, each held as in flight for up to `hold_ms` until `settle_many`."""
+        entries = [f"{segments}:{member}" for segments, member in sends]
+        if not entries:
+            return []
+        admitted = int(self._admit_many(keys=[send_rate_window(number)],
+                                        args=[limit.window_ms, limit.allowance, hold_ms, *entries]))
+        return entries[:admitted]
+
+    def settle_many(self, number: str, entries: list[str]) -> None:
+        """The carrier answered these sends (or their calls failed): count them from now."""
+        if entries:
+            self._settle_many(keys=[send_rate_window(number)], args=entries)
 
 
 _limiters: dict[str, RateLimiter] = {}

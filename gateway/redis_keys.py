@@ -24,6 +24,10 @@ every worker process and host:
                                                     member "<segments>:<message id>:<n>",
                                                     score = admission time (ms); the
                                                     gate that no window exceeds the limit
+    gateway:outbound:lead:<number>     string, TTL  the task sending the number's texts
+    gateway:outbound:again:<number>    string, TTL  texts queued while the lead was held
+    gateway:outbound:woken:<number>    string, TTL  a wake task is on its way
+                                                    (these three: gateway/send_lead.py)
     gateway:outbound:swept:<message id>  string, 5 min TTL  set (SET NX) when the sweeper
                                                     re-enqueues an unsent outbound message
 """
@@ -62,3 +66,18 @@ def send_rate_schedule(business_number: str) -> str:
 def outbound_swept(message_id: int) -> str:
     """String, 5 min TTL: set (SET NX) when the sweeper re-enqueues an unsent message."""
     return f"gateway:outbound:swept:{message_id}"
+
+
+def send_lead(business_number: str) -> str:
+    """String, TTL: the token of the task that holds the number's sending turn."""
+    return f"gateway:outbound:lead:{business_number}"
+
+
+def send_again(business_number: str) -> str:
+    """String, TTL: set when texts were queued for the number while its lead was held."""
+    return f"gateway:outbound:again:{business_number}"
+
+
+def send_woken(business_number: str) -> str:
+    """String, TTL: a wake task for the number is on its way (no need for another)."""
+    return f"gateway:outbound:woken:{business_number}"

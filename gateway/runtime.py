@@ -50,7 +50,7 @@ class Runtime:
         Callers have already committed what the task needs, so a failed enqueue loses
         nothing: the sweeper finds the stored work and enqueues it again.
         """
-        if time.monotonic() < self._broker_down_until:
+        if self.broker_down():
             # It failed moments ago: a hung Redis would hold every caller for its timeouts.
             return False
         message = dramatiq.Message(
@@ -59,7 +59,7 @@ class Runtime:
         try:
             self.producer_broker.enqueue(message)
         except Exception:
-            self._broker_down_until = time.monotonic() + BROKER_RETRY_AFTER_S
+            self.mark_broker_down()
             log.warning(
                 "broker unreachable; the sweeper will enqueue later",
                 extra={"actor": actor_name, "task_args": list(args)},
@@ -67,6 +67,13 @@ class Runtime:
             )
             return False
         return True
+
+    def broker_down(self) -> bool:
+        """True for a few seconds after a call to Redis failed: callers skip it meanwhile."""
+        return time.monotonic() < self._broker_down_until
+
+    def mark_broker_down(self) -> None:
+        self._broker_down_until = time.monotonic() + BROKER_RETRY_AFTER_S
 
     @cached_property
     def producer_broker(self):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from gateway import outbound
+from gateway import number_sender, outbound
 from gateway.api.errors import ApiError, bad_request
 from gateway.api.serializers import message_json
-from gateway.broker import OUTBOUND_QUEUE
-from gateway.delivery import SEND_ACTOR
 from gateway.models import Message
 
 bp = Blueprint("messages", __name__, url_prefix="/api/v1")
@@ -98,10 +96,8 @@ def _queued(created: outbound.Created):
     runtime = _runtime()
     message = _message(created.message_id)
     if created.is_new:
-        # Committed first: if the broker is down the sweeper hands the message over later.
-        # The route (number, segments) lets the worker take its rate-limit turn unread.
-        route = [message["from"], message["segments"]]
-        runtime.enqueue(OUTBOUND_QUEUE, SEND_ACTOR, created.message_id, None, route)
+        # Committed first: if the broker is down the sweeper wakes the number later.
+        number_sender.wake(runtime, message["from"])
     return jsonify(message), 202
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from gateway import outbound
-from gateway.broker import OUTBOUND_QUEUE
+from gateway import number_sender, outbound
 from gateway.cli.common import runtime_or_exit
-from gateway.delivery import SEND_ACTOR
 from gateway.models import Message
 
 
@@ -25,10 +23,10 @@ def send(from_: str, to: str, body: str, media: tuple[str, ...]) -> None:
         raise click.ClickException(f"refused ({exc.code}): {exc.message}") from None
     with runtime.sessions() as session:
         message = session.get(Message, created.message_id)
-        route = [message.from_number, message.segments]
+        number = message.from_number
         summary = (f"queued message {message.id} from {message.from_number} to {message.to_number} "
                    f"({message.segments} segment{'s' if message.segments != 1 else ''}, {message.encoding})")
-    if not runtime.enqueue(OUTBOUND_QUEUE, SEND_ACTOR, created.message_id, None, route):
+    if not number_sender.wake(runtime, number):
         summary += "; the broker is unreachable, the sweeper will hand it to a worker"
     click.echo(summary)
 
