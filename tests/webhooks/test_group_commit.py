@@ -174,3 +174,21 @@ def test_a_burst_reaches_the_workers_in_few_tasks_and_none_is_left_behind(runtim
     wait_until(lambda: sorted(i for b in queued_event_batches(runtime) for i in b) == stored,
                message="every event to be handed to the workers")
     assert sorted(len(b) for b in queued_event_batches(runtime)) == [1, 12]
+
+
+def test_a_committer_whose_connection_died_connects_anew_and_stores(runtime):
+    # Given a committer that has stored a row, and its database connection then killed
+    committer = EventCommitter(runtime)
+    assert committer.store(values("SM" + "1" * 32)).is_new
+    if is_sqlite(runtime.engine):
+        assert committer._raw is None  # SQLite's batches go through a session: no connection is kept
+        return
+    backend = committer._raw.driver_connection.info.backend_pid
+    with runtime.engine.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        connection.commit()
+
+    # When the next row comes, then it is committed on a new connection
+    assert committer.store(values("SM" + "2" * 32)).is_new
+    assert committer._raw.driver_connection.info.backend_pid != backend
+    assert stored_sids(runtime) == ["SM" + "1" * 32, "SM" + "2" * 32]
