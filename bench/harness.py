@@ -200,3 +200,49 @@ class PeakRss:
     def report(self, name: str) -> str:
         return (f"{name}: peak RSS {self.peak_process[name] / 2**20:.0f} MB per process, "
                 f"{self.peak_tree[name] / 2**20:.0f} MB for the whole tree")
+
+
+class MetricsWatch:
+    """Scrapes a Prometheus endpoint every `interval` s during a run and keeps, per
+    scrape, the sum of one counter's samples: the proof that `/metrics` answers under
+    load and that its counters move."""
+
+    def __init__(self, url: str, counter: str, interval: float = 2.0):
+        self.url, self.counter, self.interval = url, counter, interval
+        self.values: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> MetricsWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.scrape()
+
+    def scrape(self) -> None:
+        from urllib.request import urlopen
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urlopen(self.url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            self.failures += 1
+            return
+        total = sum(sample.value for family in text_string_to_metric_families(text)
+                    for sample in family.samples if sample.name == self.counter)
+        self.values.append(total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.scrape()
+
+    def report(self) -> str:
+        shown = ", ".join(f"{v:,.0f}" for v in self.values)
+        return (f"{self.url}: {len(self.values)} scrapes answered ({self.failures} failed), "
+                f"{self.counter}: {shown}")

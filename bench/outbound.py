@@ -44,8 +44,10 @@ from harness import (
     AUTH_TOKEN,
     DEFAULT_DATABASE,
     ROOT,
+    MetricsWatch,
     PeakRss,
     Process,
+    free_port,
     private_redis,
     procfile_command,
     scratch_database,
@@ -222,18 +224,23 @@ def main() -> None:
         env = {**os.environ, "GATEWAY_CONFIG": str(workdir), "DATABASE_URL": url, "REDIS_URL": redis_url,
                "PUBLIC_URL": "http://127.0.0.1:9", "MEDIA_DIR": str(workdir / "media")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env["dramatiq_prom_port"] = str(free_port())
         workers = Process(procfile_command("worker"), env, workdir / "worker.log")
         memory = PeakRss()
+        metrics = MetricsWatch(f"http://127.0.0.1:{env['dramatiq_prom_port']}/metrics", "gateway_sends_total")
         try:
             memory.watch("worker", workers.popen.pid)
             memory.start()
+            metrics.start()
             deadline = time.monotonic() + args.timeout
             while len(standin.accepted) < args.sends and time.monotonic() < deadline:
                 time.sleep(0.5)
+            metrics.stop()
         finally:
             memory.stop()
             workers.stop()
         report(standin, args.sends, base, memory)
+        print(f"worker metrics during the run: {metrics.report()}")
 
 
 def report(standin: TwilioStandIn, sends: int, base: float, memory: PeakRss) -> None:

@@ -35,8 +35,10 @@ from harness import (
     ACCOUNT_SID,
     BUSINESS_NUMBER,
     DEFAULT_DATABASE,
+    MetricsWatch,
     PeakRss,
     Process,
+    free_port,
     private_redis,
     procfile_command,
     scratch_database,
@@ -151,12 +153,16 @@ def main() -> None:
         env = {**os.environ, "GATEWAY_CONFIG": str(write_config(workdir)), "DATABASE_URL": url,
                "REDIS_URL": redis_url, "MEDIA_DIR": str(workdir / "media")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env["dramatiq_prom_port"] = str(free_port())
         workers = Process(procfile_command("worker"), env, workdir / "worker.log")
         memory = PeakRss()
+        metrics = MetricsWatch(f"http://127.0.0.1:{env['dramatiq_prom_port']}/metrics",
+                               "gateway_routing_outcomes_total")
         broker = build_broker(redis_url, middleware=[])
         try:
             memory.watch("worker", workers.popen.pid)
             memory.start()
+            metrics.start()
             time.sleep(3)  # let the worker processes boot (not timed: nothing is enqueued yet)
             print(f"worker command: {procfile_command('worker')}", flush=True)
             # Warm-up: imports, pools and statement caches of both paths.
@@ -172,6 +178,7 @@ def main() -> None:
             batches = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
             batched = drain(engine, broker, PROCESS_INBOUND_BATCH_ACTOR, batches, events)
             print(f"batch path, {args.batch} events a task: {batched:7.0f} msg/s  ({len(events)} events)")
+            metrics.stop()
         finally:
             memory.stop()
             workers.stop()
@@ -180,6 +187,7 @@ def main() -> None:
         engine.dispose()
     print(f"\nratio batch/baseline: {batched / baseline:.2f}x   (target >= 1,000 msg/s on 2 cores)")
     print(memory.report("worker") + "  (target < 200 MB per process)")
+    print(f"worker metrics during the run: {metrics.report()}")
 
 
 def audit(engine) -> None:
