@@ -28,6 +28,7 @@ CPU, which capped the machine at ~80 sends/s; a batch shares all of that among i
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -68,7 +69,8 @@ log = logging.getLogger(__name__)
 
 SEND_DUE_ACTOR = "send_due_messages"
 BATCH_MAX = 50              # texts claimed in one round, at most (a number without a limit)
-LEAD_TTL_MS = 30_000        # beyond the carrier calls' own timeout
+LEAD_TTL_MS = 10_000        # beyond the carrier calls' own timeout: a dead leader's lead expires
+WAKE_AFTER = dt.timedelta(seconds=10)   # the sweeper wakes numbers whose texts waited this long
 WAKE_LEAD_MS = 150          # a waiting leader wakes this early and sleeps the rest in its thread
 CARRIER_CALLS = 64          # carrier calls in flight per worker process, across its numbers
 OPTED_OUT = ("21610", "the contact has opted out (replied STOP)")
@@ -342,6 +344,27 @@ def wake(runtime, number: str) -> bool:
         log.warning("could not clear a failed wake; it expires by itself", exc_info=True,
                     extra={"business_number": number})
     return False
+
+
+def wake_waiting_numbers(runtime, older_than: dt.timedelta = WAKE_AFTER) -> int:
+    """The sweeper's pass: wake every number with texts never tried for `older_than`.
+
+    A live leader only has its again flag raised (harmless); a number whose leader died
+    (its lead expired) or whose wake was lost gets a task. Returns how many numbers were
+    woken or flagged.
+    """
+    cutoff = utcnow() - older_than
+    try:
+        with runtime.sessions() as session:
+            numbers = session.scalars(
+                select(Message.from_number).distinct()
+                .where(text("messages.send_state = 'pending'"), Message.send_attempts == 0,
+                       Message.created_at < cutoff)
+            ).all()
+    except Exception:
+        log.exception("could not look for numbers with waiting texts; will retry")
+        return 0
+    return sum(1 for number in numbers if wake(runtime, number))
 
 
 _pool: ThreadPoolExecutor | None = None

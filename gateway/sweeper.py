@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 
-from gateway import delivery, media, notifications
+from gateway import delivery, media, notifications, number_sender
 from gateway.broker import DEFAULT_HEARTBEAT_TIMEOUT_MS, INBOUND_QUEUE, build_broker, run_maintenance
 from gateway.inbound import find_unenqueued_events, mark_not_enqueued
 from gateway.inbound_batch import PROCESS_INBOUND_BATCH_ACTOR
@@ -67,6 +67,7 @@ class Sweeper:
         notifications.sweep(self.runtime)  # lost notify tasks and event deliveries
         media.sweep(self.runtime)  # attachments still pending: lost or failed tasks
         delivery.sweep(self.runtime)  # outbound texts whose send task was lost
+        number_sender.wake_waiting_numbers(self.runtime)  # numbers whose leader died or wake was lost
         self._maintain_broker()
         return enqueued
 

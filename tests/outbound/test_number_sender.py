@@ -7,6 +7,8 @@ test_delivery.py send through real worker processes.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import threading
 import time
 
@@ -16,7 +18,7 @@ from sqlalchemy import select, update
 from gateway import outbound
 from gateway.delivery import IN_FLIGHT, PENDING, SUBMITTED
 from gateway.models import Contact, Message
-from gateway.number_sender import claim_due, send_due, wake
+from gateway.number_sender import claim_due, send_due, wake, wake_waiting_numbers
 from gateway.ratelimit import RateLimiter
 from gateway.send_lead import SendLeads
 from tests.conftest import SALES_NUMBER, SERVICE_NUMBER
@@ -154,3 +156,17 @@ def test_a_wake_with_redis_unreachable_reports_it_and_raises_nothing(runtime, ca
     assert wake(runtime, SERVICE_NUMBER) is False
     assert "could not wake a number's sender" in caplog.text
     assert runtime.broker_down()   # the next callers skip Redis for a few seconds
+
+
+def test_the_sweeper_wakes_a_number_whose_texts_wait_with_no_leader(runtime, standin):
+    message_id = queue(runtime, "+14155550104", "nobody woke me", SALES_NUMBER)
+    leads = SendLeads(redis.Redis.from_url(runtime.redis_url))
+    leads.take(SALES_NUMBER, "dead-leader", 100)   # its holder died; the lead expires by itself
+    assert leads.wake(SALES_NUMBER) is False       # while it lasts, a wake only raises the flag
+    time.sleep(0.2)
+
+    assert wake_waiting_numbers(runtime, older_than=dt.timedelta(0)) == 1
+
+    queued = redis.Redis.from_url(runtime.redis_url).hvals("dramatiq:outbound.msgs")   # dramatiq's queue
+    assert [json.loads(task)["args"] for task in queued] == [[SALES_NUMBER]]
+    assert states(runtime)[message_id][0] == PENDING
