@@ -468,20 +468,39 @@ def _emit_status(session: Session, message: Message, event: StatusEvent) -> None
 
 # --- the sweeper's pass ------------------------------------------------------------------
 
-SWEEP_AFTER = dt.timedelta(minutes=1)   # unsent this long with no task seen: assume it was lost
+SWEEP_AFTER = dt.timedelta(minutes=1)   # a retry's task not seen this long after its attempt: lost
+# A call in flight this long is over (the carrier timeout is 10 s by default): its worker
+# died or its answer was lost. The per-message path waits out a longer timeout itself and
+# looks the text up at the carrier before any resend, so sweeping early is safe.
+IN_FLIGHT_SWEEP_AFTER = dt.timedelta(seconds=20)
+# Never tried: its number's sender takes it (the sweeper wakes numbers after 10 s,
+# gateway/number_sender.py). This is the last net, for a text no sender ever takes (its
+# number is no longer configured): long, because a slow number's backlog waits legitimately.
+NEVER_TRIED_SWEEP_AFTER = dt.timedelta(minutes=10)
 SWEPT_MARK_TTL_S = 300
 
 
 def find_unsent_messages(sessions: sessionmaker[Session], *, older_than: dt.timedelta = SWEEP_AFTER,
                          limit: int = 500) -> list[int]:
-    """Outbound messages still unsent a while after they were created or last tried."""
-    cutoff = utcnow() - older_than
+    """Outbound messages a per-message task should take: in flight past any call's end,
+    waiting for a retry whose task was lost, or never taken by their number's sender.
+    `older_than` (tests pass 0) caps every one of the three ages."""
+    now = utcnow()
+    retry_cutoff = now - older_than
+    in_flight_cutoff = now - min(older_than, IN_FLIGHT_SWEEP_AFTER)
+    never_tried_cutoff = now - min(older_than, NEVER_TRIED_SWEEP_AFTER)
     with sessions() as session:
         query = (
             select(Message.id)
             # Written as the partial index ix_messages_unsent is, so the planner can use it.
-            .where(text("send_state IN ('pending', 'in_flight')"), Message.created_at < cutoff,
-                   (Message.attempted_at.is_(None)) | (Message.attempted_at < cutoff))
+            .where(text("send_state IN ('pending', 'in_flight')"))
+            .where(
+                ((Message.send_state == IN_FLIGHT) & (Message.attempted_at < in_flight_cutoff))
+                | ((Message.send_state == PENDING) & (Message.send_attempts > 0)
+                   & (Message.attempted_at < retry_cutoff))
+                | ((Message.send_state == PENDING) & (Message.send_attempts == 0)
+                   & (Message.created_at < never_tried_cutoff))
+            )
             .order_by(Message.id).limit(limit)
         )
         return list(session.scalars(query))

@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import redis
@@ -69,8 +69,9 @@ log = logging.getLogger(__name__)
 
 SEND_DUE_ACTOR = "send_due_messages"
 BATCH_MAX = 50              # texts claimed in one round, at most (a number without a limit)
-LEAD_TTL_MS = 10_000        # beyond the carrier calls' own timeout: a dead leader's lead expires
-WAKE_AFTER = dt.timedelta(seconds=10)   # the sweeper wakes numbers whose texts waited this long
+LEAD_TTL_MS = 5_000         # a dead leader's lead expires this soon; a live one renews it
+LEAD_RENEW_S = 1.0          # while its batch's carrier calls last
+WAKE_AFTER = dt.timedelta(seconds=5)   # the sweeper wakes numbers whose texts waited this long
 WAKE_LEAD_MS = 150          # a waiting leader wakes this early and sleeps the rest in its thread
 CARRIER_CALLS = 64          # carrier calls in flight per worker process, across its numbers
 OPTED_OUT = ("21610", "the contact has opted out (replied STOP)")
@@ -101,32 +102,112 @@ def send_due(
         log.warning("texts queued from a number that is not configured; the sweeper hands them "
                     "to the per-message path, which fails them", extra={"business_number": number})
         return None
-    hold_ms = in_flight_hold_ms(settings, configured)
-    lead_ttl = hold_ms + LEAD_TTL_MS
-    token = leads.take(number, token, lead_ttl)
+    token = leads.take(number, token, LEAD_TTL_MS)
     if token is None:
         return None  # another task sends for this number, and will see our texts
-    limit = Limit(configured.max_per_second) if configured.max_per_second else None
-    sender = carrier_for(settings, number)
-    while True:
-        room, free_at = BATCH_MAX, 0.0
-        if limit is not None:
-            free, wait_ms = limiter.capacity(number, limit)
-            free_at = time.monotonic() + wait_ms / 1000
-            if not free and wait_ms > SLEEP_IN_THREAD_MS:
-                leads.take(number, token, wait_ms + lead_ttl)
-                return Resume(max(1, wait_ms - WAKE_LEAD_MS), token)
-            # A full window frees a batch's places together (settled at one instant):
-            # claim the next batch now, while it frees, so it leaves the moment it may.
-            room = min(BATCH_MAX, free or limit.allowance)
-        batch = claim_due(sessions, settings, number, room)
-        if not batch:
-            if leads.finish(number, token, lead_ttl):
-                continue
-            return None
-        _send_batch(sessions, settings, limiter, sender, batch, limit, hold_ms, hand_over, free_at)
-        if leads.take(number, token, lead_ttl) is None:
-            return None  # the lead expired under us and another task has it now
+    turn = _Turn(
+        sessions, settings, limiter, leads, number, token, carrier_for(settings, number),
+        Limit(configured.max_per_second) if configured.max_per_second else None,
+        in_flight_hold_ms(settings, configured), hand_over,
+    )
+    return turn.run()
+
+
+@dataclass
+class _Turn:
+    """One task's turn at a number's lead."""
+
+    sessions: sessionmaker[Session]
+    settings: Settings
+    limiter: RateLimiter
+    leads: SendLeads
+    number: str
+    token: str
+    sender: Sender
+    limit: Limit | None
+    hold_ms: int              # how long a call may count as in flight (its timeout and a grace)
+    hand_over: HandOver
+
+    def run(self) -> Resume | None:
+        while True:
+            room, free_at = BATCH_MAX, 0.0
+            if self.limit is not None:
+                free, wait_ms = self.limiter.capacity(self.number, self.limit)
+                free_at = time.monotonic() + wait_ms / 1000
+                if not free and wait_ms > SLEEP_IN_THREAD_MS:
+                    self.leads.take(self.number, self.token, wait_ms + LEAD_TTL_MS)
+                    return Resume(max(1, wait_ms - WAKE_LEAD_MS), self.token)
+                # A full window frees a batch's places together (settled at one instant):
+                # claim the next batch now, while it frees, so it leaves the moment it may.
+                room = min(BATCH_MAX, free or self.limit.allowance)
+            batch = claim_due(self.sessions, self.settings, self.number, room)
+            if not batch:
+                if self.leads.finish(self.number, self.token, LEAD_TTL_MS):
+                    continue
+                return None
+            self.send_batch(batch, free_at)
+            if not self.keep_lead():
+                return None  # the lead expired under us and another task has it now
+
+    def keep_lead(self) -> bool:
+        return self.leads.take(self.number, self.token, LEAD_TTL_MS) is not None
+
+    def send_batch(self, batch: list[Plan], free_at: float) -> None:
+        entries: list[str] = []
+        if self.limit is not None:
+            entries = self.admit(batch, free_at)
+            for plan in batch[len(entries):]:
+                # Another sender took the places we saw coming: give these back.
+                release_attempt(self.sessions, plan.outbound.message_id, 1)
+            batch = batch[:len(entries)]
+            if not batch:
+                return
+        self.sender.warm()
+        try:
+            outcomes = self.call_carrier(batch)
+        finally:
+            _settle(self.limiter, batch, entries)
+        sent = [(plan, outcome) for plan, outcome in zip(batch, outcomes, strict=True)
+                if isinstance(outcome, SendResult)]
+        if sent:
+            record_sent(self.sessions, sent)
+        for plan, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, SendError):
+                later = record_error(self.sessions, self.settings, plan.outbound.message_id, plan, outcome)
+                if later is not None:
+                    self.hand_over(plan.outbound.message_id, self.number, plan.segments, later)
+
+    def admit(self, batch: list[Plan], free_at: float) -> list[str]:
+        """The window's entries of the batch's first texts that it admits, from `free_at`
+        (time.monotonic()) on, once it admits any; none if that takes over
+        SLEEP_IN_THREAD_MS."""
+        members = [(plan.segments, f"{plan.outbound.message_id}:1:{time.monotonic_ns()}") for plan in batch]
+        give_up_at = time.monotonic() + SLEEP_IN_THREAD_MS / 1000
+        while True:
+            time.sleep(max(0.0, free_at - time.monotonic()))
+            entries = self.limiter.admit_many(self.number, members, self.limit, self.hold_ms)
+            if entries:
+                return entries
+            _, wait_ms = self.limiter.capacity(self.number, self.limit)
+            free_at = time.monotonic() + max(1, wait_ms) / 1000
+            if free_at > give_up_at:
+                return []
+
+    def call_carrier(self, batch: list[Plan]) -> list[SendResult | SendError]:
+        """The batch's calls side by side; the lead is kept alive while they last, so a
+        short lead TTL still outlives a slow carrier, and a dead leader's lead goes soon."""
+        def call(plan: Plan) -> SendResult | SendError:
+            try:
+                return self.sender.send(plan.outbound)
+            except SendError as exc:
+                return exc
+
+        calls = [_carrier_pool().submit(call, plan) for plan in batch]
+        while wait(calls, timeout=LEAD_RENEW_S).not_done:
+            if not self.keep_lead():
+                log.warning("lost a number's lead during a batch; its calls finish, then it stops",
+                            extra={"business_number": self.number})
+        return [c.result() for c in calls]
 
 
 def claim_due(sessions: sessionmaker[Session], settings: Settings, number: str, room: int) -> list[Plan]:
@@ -208,64 +289,6 @@ def _media_urls(session: Session, ids: list[int]) -> dict[int, tuple[str, ...]]:
     for message_id, url in rows:
         media[message_id] = (*media.get(message_id, ()), url)
     return media
-
-
-def _send_batch(
-    sessions, settings: Settings, limiter: RateLimiter, sender: Sender, batch: list[Plan],
-    limit: Limit | None, hold_ms: int, hand_over: HandOver, free_at: float = 0.0,
-) -> None:
-    entries: list[str] = []
-    if limit is not None:
-        entries = _admit(limiter, batch, limit, hold_ms, free_at)
-        for plan in batch[len(entries):]:
-            # Another sender took the places we saw coming: give these back.
-            release_attempt(sessions, plan.outbound.message_id, 1)
-        batch = batch[:len(entries)]
-        if not batch:
-            return
-    sender.warm()
-    try:
-        outcomes = _call_carrier(sender, batch)
-    finally:
-        _settle(limiter, batch, entries)
-    sent = [(plan, outcome) for plan, outcome in zip(batch, outcomes, strict=True)
-            if isinstance(outcome, SendResult)]
-    if sent:
-        record_sent(sessions, sent)
-    for plan, outcome in zip(batch, outcomes, strict=True):
-        if isinstance(outcome, SendError):
-            later = record_error(sessions, settings, plan.outbound.message_id, plan, outcome)
-            if later is not None:
-                hand_over(plan.outbound.message_id, plan.outbound.from_number, plan.segments, later)
-
-
-def _admit(limiter: RateLimiter, batch: list[Plan], limit: Limit, hold_ms: int, free_at: float) -> list[str]:
-    """The window's entries of the batch's first texts that it admits, from `free_at`
-    (time.monotonic()) on, once it admits any; none if that takes over SLEEP_IN_THREAD_MS."""
-    number = batch[0].outbound.from_number
-    members = [(plan.segments, f"{plan.outbound.message_id}:1:{time.monotonic_ns()}") for plan in batch]
-    give_up_at = time.monotonic() + SLEEP_IN_THREAD_MS / 1000
-    while True:
-        time.sleep(max(0.0, free_at - time.monotonic()))
-        entries = limiter.admit_many(number, members, limit, hold_ms)
-        if entries:
-            return entries
-        _, wait_ms = limiter.capacity(number, limit)
-        free_at = time.monotonic() + max(1, wait_ms) / 1000
-        if free_at > give_up_at:
-            return []
-
-
-def _call_carrier(sender: Sender, batch: list[Plan]) -> list[SendResult | SendError]:
-    def call(plan: Plan) -> SendResult | SendError:
-        try:
-            return sender.send(plan.outbound)
-        except SendError as exc:
-            return exc
-
-    if len(batch) == 1:
-        return [call(batch[0])]
-    return list(_carrier_pool().map(call, batch))
 
 
 def _settle(limiter: RateLimiter, batch: list[Plan], entries: list[str]) -> None:
