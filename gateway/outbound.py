@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -75,6 +76,12 @@ def compose_body(body: str, appended_message: str) -> str:
     return f"{body}\n{footer}" if body else footer
 
 
+def has_visible_text(body: str) -> bool:
+    """False for a body of only spaces and invisible format characters (zero-width space,
+    joiners, byte-order marks: Unicode category Cf), which would reach the phone empty."""
+    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in body)
+
+
 def check_content(body: str, media_urls: list[str], appended_message: str) -> str:
     """The final body, or SendRefused for an empty, overlong or badly formed message."""
     if not isinstance(body, str):
@@ -86,7 +93,7 @@ def check_content(body: str, media_urls: list[str], appended_message: str) -> st
     for url in media_urls:
         if not url.lower().startswith(("https://", "http://")):
             raise SendRefused(422, "invalid_media", f"media URL {url!r} is not an http(s) URL")
-    if not body.strip() and not media_urls:
+    if not has_visible_text(body) and not media_urls:
         raise SendRefused(422, "empty_message", "a message needs a body or media")
     final = compose_body(body, appended_message)
     if len(final) > MAX_BODY_CHARS:
@@ -160,7 +167,7 @@ def add_note(
     idempotency: Idempotency | None = None,
 ) -> Created:
     """An internal note: stored in the thread, never queued, never sent."""
-    if not isinstance(body, str) or not body.strip():
+    if not isinstance(body, str) or not has_visible_text(body):
         raise SendRefused(422, "empty_note", "a note needs a body")
     if len(body) > MAX_BODY_CHARS:
         raise SendRefused(422, "note_too_long", f"a note is limited to {MAX_BODY_CHARS} characters")

@@ -29,3 +29,11 @@ from gateway.segments import count_segments
 def test_segments_are_counted_as_carriers_count_them(label, text, encoding, segments):
     count = count_segments(text)
     assert (count.encoding, count.segments) == (encoding, segments), label
+
+
+def test_a_body_of_invisible_characters_only_has_no_visible_text_but_an_emoji_sequence_has():
+    from gateway.outbound import has_visible_text
+
+    assert not has_visible_text("\u200b\u200c\u200d\ufeff\u2060 \n")
+    assert has_visible_text("\U0001F468\u200d\U0001F469")   # a joined emoji: the joiner is not all it is
+    assert has_visible_text("ok\u200b")

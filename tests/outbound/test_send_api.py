@@ -95,6 +95,7 @@ def test_a_repeated_post_with_one_idempotency_key_creates_one_message(runtime, c
     "label, request_body, status, code",
     [
         ("empty body without media", {"body": "  "}, 422, "empty_message"),
+        ("only invisible characters", {"body": "\u200b\u200d\ufeff \u2060"}, 422, "empty_message"),
         ("over 1,600 characters once the footer is appended", {"body": "a" * (1600 - len(FOOTER))},
          422, "message_too_long"),
         ("media that is not a URL", {"body": "hi", "media_urls": ["file:///etc/passwd"]},
