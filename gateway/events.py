@@ -153,7 +153,18 @@ def post_event(attempt: Attempt, secret: str) -> str | None:
                 return None
             return f"receiver answered HTTP {response.status_code}"
     except requests.RequestException as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return without_url_secrets(f"{type(exc).__name__}: {exc}", attempt.url)
+
+
+def without_url_secrets(text: str, url: str) -> str:
+    """`text` (an error shown to admins and logged) without the parts of `url` that often
+    carry a secret: user info, path and query (many receivers put their token there)."""
+    parts = urlsplit(url)
+    path = parts.path if parts.path not in ("", "/") else ""
+    for secret in sorted(filter(None, (parts.query, path, parts.username, parts.password)), key=len,
+                         reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 def _claim(sessions: sessionmaker[Session], delivery_id: int) -> Attempt | None:

@@ -141,3 +141,26 @@ def test_each_status_a_sent_message_reaches_is_one_message_status_event(
         events = [json.loads(body) for body in bodies]
     reached = [(e["data"]["status"], e["data"]["message"]["id"]) for e in events]
     assert reached == [("delivered", reply.json["id"])]
+
+
+def test_an_unreachable_receivers_error_names_no_secret_from_its_url():
+    from gateway.events import Attempt, post_event
+
+    port = _closed_port()
+    url = f"http://hook-user:hook-pass@127.0.0.1:{port}/services/T0/B0/s3cr3tpath?token=s3cr3tquery"
+    attempt = Attempt(1, "evt", url, "{}", 1, None)
+
+    error = post_event(attempt, "signing-secret")
+
+    assert error.startswith("ConnectionError")
+    assert "127.0.0.1" in error   # still says where it failed
+    for secret in ("s3cr3tpath", "s3cr3tquery", "hook-pass", "hook-user"):
+        assert secret not in error
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
