@@ -27,8 +27,29 @@ def clear_message() -> None:
     _about.set(None)
 
 
+# Secrets of the loaded settings (gateway/runtime.py registers them): never written out,
+# whatever a log line or a traceback carries. Shorter than this is not worth matching.
+_secrets: set[str] = set()
+MIN_SECRET_LENGTH = 6
+
+
+def redact_secrets(values) -> None:
+    """From now on, these values are written as [redacted] in every log line."""
+    _secrets.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
+
+
+def _redacted(line: str) -> str:
+    for secret in _secrets:
+        if secret in line:
+            line = line.replace(secret, "[redacted]")
+    return line
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        return _redacted(self._json(record))
+
+    def _json(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import broker as brokers
+from gateway import logs
 from gateway.db import create_db_engine, make_sessionmaker
 from gateway.settings import Settings, load_settings
 
@@ -31,6 +32,9 @@ BROKER_RETRY_AFTER_S = 5.0
 class Runtime:
     settings: Settings
     _broker_down_until: float = field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        logs.redact_secrets(self.settings.secrets())
 
     @cached_property
     def engine(self) -> Engine:

@@ -12,6 +12,7 @@ import tomllib
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -142,6 +143,14 @@ class Settings(BaseModel):
     @property
     def default_region(self) -> str:
         return self.config.gateway.default_region
+
+    def secrets(self) -> list[str]:
+        """Every secret value here, for the log filter (gateway/logs.py): carrier tokens,
+        event webhook signing secrets, and the passwords in the database and Redis URLs."""
+        values = [c.auth_token.get_secret_value() for c in self.config.carriers]
+        values += [w.secret.get_secret_value() for w in self.config.notify.webhooks]
+        values += [urlsplit(url).password for url in (self.database_url, self.redis_url or "")]
+        return [v for v in values if v]
 
     def carrier_named(self, name: str) -> CarrierSettings | None:
         return next((c for c in self.config.carriers if c.name == name), None)

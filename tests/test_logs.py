@@ -45,3 +45,37 @@ def test_fields_given_on_the_line_win_over_the_bound_ones():
         clear_message()
 
     assert line["conversation_id"] == 2
+
+
+def test_the_settings_secrets_never_reach_a_log_line_even_in_a_traceback(runtime):
+    token = runtime.settings.config.carriers[0].auth_token.get_secret_value()
+    try:
+        raise RuntimeError(f"carrier refused credentials {token}")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("gateway.test", logging.ERROR, __file__, 1, "auth %s failed", (token,),
+                                   sys.exc_info())
+    record.detail = f"Basic {token}"
+
+    line = JsonFormatter().format(record)
+
+    assert token not in line
+    assert json.loads(line)["msg"] == "auth [redacted] failed"
+    assert "[redacted]" in json.loads(line)["exc"] and json.loads(line)["detail"] == "Basic [redacted]"
+
+
+def test_the_secrets_include_event_webhook_secrets_and_url_passwords():
+    from pathlib import Path
+
+    from gateway.settings import ConfigFile, Settings
+
+    config = ConfigFile.model_validate({
+        "carriers": [{"name": "t", "kind": "twilio", "account_sid": "AC1", "auth_token": "tok-123456"}],
+        "notify": {"webhooks": [{"url": "https://hooks.example/x", "secret": "whsec-123456"}]},
+    })
+    settings = Settings(config=config, config_path=Path("."),
+                        database_url="postgresql://app:db-pass-123@db/gateway",
+                        redis_url="redis://:redis-pass-123@cache:6379/0")
+
+    assert sorted(settings.secrets()) == ["db-pass-123", "redis-pass-123", "tok-123456", "whsec-123456"]
