@@ -126,11 +126,6 @@ def sign(url: str, form: Mapping, auth_token: str) -> str:
     return RequestValidator(auth_token).compute_signature(url, form)
 
 
-def redact(carrier) -> list[str]:
-    """The secrets of a carrier's settings that must never reach a log line."""
-    return [carrier.auth_token.get_secret_value()]
-
-
 def parse_inbound(form: Mapping) -> InboundMessage:
     for name in REQUIRED_INBOUND_FIELDS:
         if not (form.get(name) or "").strip():
