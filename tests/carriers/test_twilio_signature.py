@@ -88,3 +88,26 @@ def test_the_filed_signatures_over_default_port_urls_are_accepted():
     assert twilio.verify(ported, form, RequestValidator(TOKEN).compute_signature(plain, form), TOKEN)
     assert not twilio.verify(plain, form, RequestValidator(TOKEN).compute_signature(
         "https://gateway.example.test:8443/webhooks/twilio/sms", form), TOKEN)
+
+
+class GetAllForm(dict):
+    """A form read through `getall`, as twilio reads aiohttp's and multidict's."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def getall(self, name):
+        return [value for key, value in self.pairs if key == name]
+
+
+@pytest.mark.parametrize("form", [
+    {},
+    GetAllForm([("MessageSid", "SM1"), ("MediaUrl0", "b"), ("MediaUrl0", "a")]),
+    MultiDict(),
+], ids=["empty dict", "getall form", "empty multidict"])
+def test_empty_and_getall_forms_are_verified_as_twilio_does(form):
+    url = URLS[0]
+    for name, signature in signatures(url, form).items():
+        expected = bool(signature) and RequestValidator(TOKEN).validate(url, form, signature)
+        assert twilio.verify(url, form, signature, TOKEN) is expected, name
