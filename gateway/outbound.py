@@ -14,7 +14,7 @@ import logging
 import unicodedata
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import insert_ignoring_conflicts, transaction
@@ -150,6 +150,7 @@ def start(
         contact = find_or_create_contact(session, destination, "e164")
         now = utcnow()
         conversation = find_or_open_conversation(session, number, contact, now)
+        opened = not session.scalar(select(exists().where(Message.conversation_id == conversation.id)))
         if user is not None and get_visible_conversation(session, user, conversation.id) is None:
             # The contact's open thread belongs to a colleague: texting into it would
             # bypass who may see it. Say so without naming the conversation.
@@ -157,6 +158,10 @@ def start(
                               "this contact has an open conversation on that number that someone else owns")
         if needs_folder_match(conversation.folder_id, conversation.assignee_id):
             match_folder(session, conversation, contact.number)
+        if opened and user is not None:
+            # Whoever starts a conversation owns it (as in Chatwoot): the customer's answer
+            # comes back to them, not to the team's unassigned queue.
+            conversation.assignee_id, conversation.status = user.id, ConversationStatus.assigned
         return _queue(session, conversation, user, final, media_urls)
 
     return _create_once(sessions, user, idempotency, create)

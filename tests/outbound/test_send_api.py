@@ -231,3 +231,35 @@ def test_an_agent_cannot_text_into_a_colleagues_conversation_by_starting_a_new_o
     assert (response.status_code, response.json["error"]["code"]) == (409, "conversation_owned")
     messages = client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=bob).json["data"]
     assert [m["direction"] for m in messages] == ["inbound"]
+
+
+def test_whoever_starts_a_conversation_owns_it_and_sees_the_answer_in_their_queue(
+    runtime, carrier, client, make_user
+):
+    sam_id, sam = make_user("sam", "agent", ["service"])
+
+    sent = client.post("/api/v1/messages", json={
+        "business_number": SERVICE_NUMBER, "to": CUSTOMER, "body": "Your quote is ready"}, headers=sam)
+    assert sent.status_code == 202
+    assert carrier.inbound(CUSTOMER, "Thanks, booking it").status_code == 200
+    with runtime.sessions() as session:
+        event_id = session.scalar(select(func.max(InboundEvent.id)))
+    process_event(runtime.sessions, runtime.settings, event_id)
+
+    [conversation] = client.get("/api/v1/conversations", headers=sam).json["data"]
+    assert (conversation["assignee"], conversation["status"]) == (sam_id, "assigned")
+    messages = client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=sam).json["data"]
+    assert {m["direction"] for m in messages} == {"outbound", "inbound"}
+
+
+def test_texting_into_an_open_conversation_nobody_owns_does_not_take_it(runtime, carrier, client, make_user):
+    conversation_id = inbound_conversation(runtime, carrier)
+    _, sam = make_user("sam", "agent", ["service"])
+
+    sent = client.post("/api/v1/messages", json={
+        "business_number": SERVICE_NUMBER, "to": CUSTOMER, "body": "We are on it"}, headers=sam)
+
+    assert sent.status_code == 202
+    with runtime.sessions() as session:
+        conversation = session.get(Conversation, conversation_id)
+        assert (conversation.assignee_id, conversation.status) == (None, ConversationStatus.unassigned)
