@@ -8,7 +8,6 @@ and both databases, as tests/outbound/test_number_sender.py does.
 from __future__ import annotations
 
 import redis
-from sqlalchemy import select
 
 from gateway.delivery import PENDING, SUBMITTED, deliver, record_status
 from gateway.messaging import SendResult, StatusUpdate
@@ -55,5 +54,6 @@ def test_a_status_callback_that_beats_the_batch_record_is_applied_by_it(runtime)
 
     with runtime.sessions() as session:
         message = session.get(Message, message_id)
-        assert (message.send_state, message.carrier_message_id, message.status) == (SUBMITTED, sid, "delivered")
+        recorded = (message.send_state, message.carrier_message_id, message.status)
+    assert recorded == (SUBMITTED, sid, "delivered")
 
