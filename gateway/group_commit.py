@@ -245,12 +245,14 @@ class EventCommitter:
         # which the committer keeps: SQLAlchemy's execution layer and pool checkout cost
         # ~160 us of CPU a batch (issue 6); errors still reach the callers as SQLAlchemy's.
         document = json.dumps(rows, default=_json_value)
-        connection = self._driver_connection()
+        connection = None
         try:
+            # (the pool hands out the driver's own connection errors, unwrapped: caught here too)
+            connection = self._driver_connection()
             found = connection.execute(INSERT_EVENTS_SQL, (document,), prepare=True).fetchall()
         except psycopg.Error as exc:
-            if connection.broken or connection.closed:  # a dead one: the retry connects anew
-                self._drop_connection()
+            if connection is not None and (connection.broken or connection.closed):
+                self._drop_connection()  # a dead one: the retry connects anew
             raise DBAPIError.instance(INSERT_EVENTS_SQL, None, exc, psycopg.Error) from exc
         return {(carrier, sid): event_id for event_id, carrier, sid in found}
 

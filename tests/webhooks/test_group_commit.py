@@ -192,3 +192,25 @@ def test_a_committer_whose_connection_died_connects_anew_and_stores(runtime):
     assert committer.store(values("SM" + "2" * 32)).is_new
     assert committer._raw.driver_connection.info.backend_pid != backend
     assert stored_sids(runtime) == ["SM" + "1" * 32, "SM" + "2" * 32]
+
+
+def test_a_database_that_refuses_connections_is_retried_within_the_hold_then_the_error_is_raised(
+        runtime, monkeypatch, caplog):
+    # Given a committer whose PostgreSQL refuses connections, and the hold shortened for the test
+    from prometheus_client import REGISTRY
+    from sqlalchemy.exc import OperationalError
+
+    from gateway import group_commit
+    from gateway.runtime import Runtime
+
+    monkeypatch.setattr(group_commit, "STORE_RETRY_WINDOW_S", 0.5)
+    unreachable = Runtime(runtime.settings.model_copy(
+        update={"database_url": "postgresql://nobody@127.0.0.1:1/none"}))
+    retries = REGISTRY.get_sample_value("gateway_webhook_store_retries_total") or 0
+
+    # When a row comes, then the connection is tried again within the hold, and the caller
+    # gets SQLAlchemy's OperationalError (the webhook's 503), not a row-by-row fallback
+    with pytest.raises(OperationalError):
+        EventCommitter(unreachable).store(values("SM" + "3" * 32))
+    assert REGISTRY.get_sample_value("gateway_webhook_store_retries_total") >= retries + 2
+    assert "storing its rows one by one" not in caplog.text
