@@ -62,10 +62,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 256
 # The committer thread ends after this long with nothing to do, and starts again on demand.
 IDLE_EXIT_S = 5.0
-# Under load (the last batch had company), wait this long before taking the next batch:
-# requests still in their view then join it. Fewer, fuller batches cost less CPU per
-# request (measured: 2 ms took 10-20% off the web process's CPU per webhook at 16
-# connections); a lone request after a quiet spell is committed at once.
+# Under load (the last batch had company, or requests queued behind it), wait this long
+# before taking the next batch: requests still in their view then join it. Fewer, fuller
+# batches cost less CPU per request (measured: 2 ms took 10-20% off the web process's CPU
+# per webhook at 16 connections); a lone request after a quiet spell is committed at once.
 LINGER_S = 0.002
 # Under load, new events go to the workers in tasks of up to this many, at most this late.
 HAND_OVER_BATCH = 100
@@ -107,7 +107,7 @@ class EventCommitter:
         self._pid = os.getpid()
         self._engine: Engine | None = None
         self._raw = None  # the pooled DBAPI connection the committer holds (PostgreSQL)
-        self._last_batch = 0
+        self._under_load = False  # see _run
         self._unsent: list[int] = []  # committed events not yet enqueued (see _hand_over)
         self._unsent_since = 0.0
         _COMMITTERS.add(self)
@@ -147,11 +147,15 @@ class EventCommitter:
             if due is not None:
                 self._send(due)
                 continue
-            if self._last_batch > 1:
+            if self._under_load:
                 time.sleep(LINGER_S)
             with self._lock:
                 batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
-                self._last_batch = len(batch)
+                # Under load: this batch had company, or requests queued up behind it. (A batch
+                # of one with others already waiting is load too: counting it as a lone request
+                # took its linger away and enqueued a task for it alone, which kept the next
+                # batches small too: 8 events a task in the ingest benchmark instead of ~30.)
+                self._under_load = len(batch) > 1 or bool(self._waiting)
             try:
                 self._commit(batch)
             except BaseException as exc:  # noqa: BLE001 - handed to the requests, which raise it
@@ -188,9 +192,9 @@ class EventCommitter:
         """Enqueue new events for the workers, several commits' worth to one task under load.
 
         The workers thread a task's events in one transaction, and 100 events a task go
-        ~3x faster than 8 (BENCHMARKS.md). So under load (the last batch had company)
-        events wait here for up to `HAND_OVER_WAIT_S` or `HAND_OVER_BATCH` events, and when
-        the burst ends the committer sends what is left; a lone webhook's event goes at once,
+        ~3x faster than 8 (BENCHMARKS.md). So under load (see `_run`) events wait here for
+        up to `HAND_OVER_WAIT_S` or `HAND_OVER_BATCH` events, and when the burst ends the
+        committer sends what is left; a lone webhook's event goes at once,
         before its request is answered. They are committed already: a process killed with
         events still here leaves them to the sweeper (`stale_after`), as a kill between a
         commit and its enqueue always did.
@@ -198,7 +202,8 @@ class EventCommitter:
         if new_events and not self._unsent:
             self._unsent_since = time.monotonic()
         self._unsent += new_events
-        due = (len(self._unsent) >= HAND_OVER_BATCH or self._last_batch <= 1
+        lone = not self._under_load and not self._waiting
+        due = (len(self._unsent) >= HAND_OVER_BATCH or lone
                or time.monotonic() - self._unsent_since >= HAND_OVER_WAIT_S)
         if not self._unsent or not due:
             return

@@ -168,12 +168,14 @@ def test_a_burst_reaches_the_workers_in_few_tasks_and_none_is_left_behind(runtim
         thread.join(30)
     assert [r.status_code for r in responses] == [200] * 12
 
-    # Then every stored event reaches the workers once, the burst's twelve in one task
+    # Then every stored event reaches the workers once, in one task: the burst's twelve, and
+    # the first request's event too (twelve requests were queued behind its commit: that is
+    # load, so its event waited for theirs rather than take a task of its own)
     with runtime.sessions() as session:
         stored = sorted(session.scalars(select(InboundEvent.id)))
     wait_until(lambda: sorted(i for b in queued_event_batches(runtime) for i in b) == stored,
                message="every event to be handed to the workers")
-    assert sorted(len(b) for b in queued_event_batches(runtime)) == [1, 12]
+    assert sorted(len(b) for b in queued_event_batches(runtime)) == [13]
 
 
 def test_a_committer_whose_connection_died_connects_anew_and_stores(runtime):
@@ -214,3 +216,15 @@ def test_a_database_that_refuses_connections_is_retried_within_the_hold_then_the
         EventCommitter(unreachable).store(values("SM" + "3" * 32))
     assert REGISTRY.get_sample_value("gateway_webhook_store_retries_total") >= retries + 2
     assert "storing its rows one by one" not in caplog.text
+
+
+def test_a_lone_webhooks_event_is_handed_to_the_workers_before_it_is_answered(runtime):
+    wait_until(lambda: not any(t.name == "event-committer" for t in threading.enumerate()),
+               timeout=15, message="earlier tests' committer threads to end")
+    redis.Redis.from_url(runtime.redis_url).flushdb()
+
+    # When one webhook comes with nothing else in flight
+    stored = EventCommitter(runtime).store(values("SM" + "4" * 32))
+
+    # Then, by the time it is answered, its event is on the queue in a task of its own
+    assert queued_event_batches(runtime) == [[stored.id]]
