@@ -12,8 +12,9 @@ A status callback::
     MessageSid=SM0b6e...&MessageStatus=delivered&ErrorCode=30003&AccountSid=AC...
 
 Signatures are Twilio's scheme (HMAC-SHA1 of the URL Twilio called plus the sorted
-form fields, keyed with the account's auth token), checked with twilio's own
-`RequestValidator` rather than re-implemented.
+form fields, keyed with the account's auth token). `verify` accepts exactly what twilio's
+own `RequestValidator.validate` accepts (tested against it), computing the second
+signature only when the first does not match; `sign` is twilio's own.
 """
 
 from __future__ import annotations
