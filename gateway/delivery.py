@@ -137,6 +137,11 @@ def deliver(
 # --- before the call ---------------------------------------------------------------------
 
 
+def business_number_of(sessions, message_id: int) -> str | None:
+    with sessions() as session:
+        return session.scalar(select(Message.from_number).where(Message.id == message_id))
+
+
 def _route(sessions, message_id: int) -> tuple[str, int] | None:
     with sessions() as session:
         row = session.execute(
@@ -266,7 +271,7 @@ def _reconcile(sessions, sender: Sender, message_id: int, plan: Plan) -> Later |
     or Later when the carrier cannot be asked right now.
     """
     try:
-        found = sender.find_sent(plan.outbound, plan.reconcile_since)
+        found = sender.find_sent(plan.outbound, plan.reconcile_since, _sids_held(sessions, plan))
     except SendError as exc:
         log.warning("could not reconcile an unanswered send; will retry",
                     extra={"message_id": message_id, "error": exc.message})
@@ -279,6 +284,23 @@ def _reconcile(sessions, sender: Sender, message_id: int, plan: Plan) -> Later |
     _record_submitted(sessions, message_id, found)
     SENDS.labels("reconciled", found.error_code or "").inc()
     return False
+
+
+RECONCILE_MARGIN = dt.timedelta(minutes=5)
+
+
+def _sids_held(sessions, plan: Plan) -> set[str]:
+    """The SIDs already recorded for other texts between the same two numbers around the
+    lost attempt: the carrier's copy of one of them is not this text's."""
+    outbound = plan.outbound
+    with sessions() as session:
+        return set(session.scalars(
+            select(Message.carrier_message_id).where(
+                Message.to_number == outbound.to_number, Message.from_number == outbound.from_number,
+                Message.id != outbound.message_id, Message.carrier_message_id.is_not(None),
+                Message.attempted_at >= plan.reconcile_since - RECONCILE_MARGIN,
+            )
+        ))
 
 
 def _claim_attempt(sessions, message_id: int, seen_attempts: int) -> bool:
@@ -334,6 +356,12 @@ def record_error(sessions, settings: Settings, message_id: int, plan: Plan, exc:
     expired = _past_horizon(settings, plan)
     with transaction(sessions) as session:
         message = _locked(session, message_id)
+        if message.send_state != IN_FLIGHT or message.send_attempts != attempts:
+            # Taken over since this attempt was claimed (the sweeper's per-message task):
+            # whoever holds it now carries it; never undo what it recorded.
+            log.error("a failed send's text was taken over meanwhile; leaving it to its new attempt",
+                      extra={"message_id": message_id, "code": exc.code, "error": exc.message})
+            return None
         if exc.opted_out:
             contact = session.scalar(
                 select(Contact).join(Conversation, Conversation.contact_id == Contact.id)

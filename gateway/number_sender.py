@@ -33,11 +33,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import redis
 from sqlalchemy import bindparam, exists, select, text, tuple_, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from gateway.broker import OUTBOUND_QUEUE
@@ -59,7 +60,7 @@ from gateway.delivery import (
 from gateway.messaging import OutboundMessage, SendResult
 from gateway.metrics import SENDS
 from gateway.models import Attachment, Contact, Conversation, Message, StatusEvent, utcnow
-from gateway.ratelimit import Limit, RateLimiter
+from gateway.ratelimit import IN_FLIGHT_POLL_MS, Limit, RateLimiter
 from gateway.routing.delivery import advance
 from gateway.send_lead import SendLeads, leads_for
 from gateway.sending import Sender, SendError, carrier_for
@@ -74,6 +75,10 @@ LEAD_RENEW_S = 1.0          # while its batch's carrier calls last
 WAKE_AFTER = dt.timedelta(seconds=5)   # the sweeper wakes numbers whose texts waited this long
 WAKE_LEAD_MS = 150          # a waiting leader wakes this early and sleeps the rest in its thread
 CARRIER_CALLS = 64          # carrier calls in flight per worker process, across its numbers
+CALL_START_BY_S = 1.0       # a call that cannot start this soon after admission is not made
+CARRIER_BUSY_RETRY_MS = 50  # every carrier thread busy: come back this soon
+IN_FLIGHT_RESUME_MS = 100   # a window held by calls still out: look again this soon
+TURN_MAX_S = 30.0           # a turn hands over to the next one (dramatiq's task time limit is 120 s)
 OPTED_OUT = ("21610", "the contact has opted out (replied STOP)")
 # Batch updates go through the table (Core executemany), not the ORM's bulk-by-key mode.
 MESSAGES = Message.__table__
@@ -110,7 +115,22 @@ def send_due(
         Limit(configured.max_per_second) if configured.max_per_second else None,
         in_flight_hold_ms(settings, configured), hand_over,
     )
-    return turn.run()
+    try:
+        return turn.run()
+    except BaseException:
+        # The turn failed (database or Redis down, the task's time limit): let go now, so
+        # dramatiq's retry, or the sweeper's wake, carries the number on without waiting
+        # out the lead. Texts this turn claimed are the per-message path's after 20 s.
+        _release_lead(leads, number, token)
+        raise
+
+
+def _release_lead(leads: SendLeads, number: str, token: str) -> None:
+    try:
+        leads.release(number, token)
+    except redis.RedisError:
+        log.warning("could not let go of a number's lead; it expires by itself", exc_info=True,
+                    extra={"business_number": number})
 
 
 @dataclass
@@ -129,85 +149,184 @@ class _Turn:
     hand_over: HandOver
 
     def run(self) -> Resume | None:
+        started = time.monotonic()
+        waiting_since: float | None = None
         while True:
+            if time.monotonic() - started > TURN_MAX_S:
+                # Well inside dramatiq's time limit for a task: a long backlog is sent by a
+                # chain of turns, never cut off in the middle of a batch.
+                return self.resume_in(1)
             room, free_at = BATCH_MAX, 0.0
             if self.limit is not None:
-                free, wait_ms = self.limiter.capacity(self.number, self.limit)
+                free, wait_ms, in_flight = self.limiter.capacity(self.number, self.limit)
+                if not free:
+                    waiting_since = waiting_since or time.monotonic()
+                    waited_ms = (time.monotonic() - waiting_since) * 1000
+                    if wait_ms > SLEEP_IN_THREAD_MS or waited_ms > SLEEP_IN_THREAD_MS:
+                        return self.resume_in(IN_FLIGHT_RESUME_MS if in_flight else wait_ms - WAKE_LEAD_MS)
+                    if in_flight:
+                        # Held by calls still out (when they answer is anyone's guess):
+                        # look again shortly, and claim nothing meanwhile.
+                        time.sleep(wait_ms / 1000)
+                        continue
+                waiting_since = None
                 free_at = time.monotonic() + wait_ms / 1000
-                if not free and wait_ms > SLEEP_IN_THREAD_MS:
-                    self.leads.take(self.number, self.token, wait_ms + LEAD_TTL_MS)
-                    return Resume(max(1, wait_ms - WAKE_LEAD_MS), self.token)
                 # A full window frees a batch's places together (settled at one instant):
                 # claim the next batch now, while it frees, so it leaves the moment it may.
                 room = min(BATCH_MAX, free or self.limit.allowance)
-            batch = claim_due(self.sessions, self.settings, self.number, room)
+            slots = _take_carrier_slots(room)
+            if not slots:
+                # Every carrier thread of this process is busy: a text claimed now would
+                # wait for one, in flight without a call. Come back when some are free.
+                return self.resume_in(CARRIER_BUSY_RETRY_MS)
+            try:
+                batch = claim_due(self.sessions, self.settings, self.number, slots)
+            except BaseException:
+                _give_back_carrier_slots(slots)
+                raise
+            _give_back_carrier_slots(slots - len(batch))
             if not batch:
                 if self.leads.finish(self.number, self.token, LEAD_TTL_MS):
                     continue
                 return None
-            self.send_batch(batch, free_at)
+            refused_for_ms = self.send_batch(batch, free_at)
+            if refused_for_ms:
+                # Its first text does not fit the window before long (more segments than
+                # are free): come back when it will, rather than claim it again and again.
+                return self.resume_in(refused_for_ms - WAKE_LEAD_MS)
             if not self.keep_lead():
                 return None  # the lead expired under us and another task has it now
+
+    def resume_in(self, delay_ms: int) -> Resume:
+        delay_ms = max(1, int(delay_ms))
+        self.leads.take(self.number, self.token, delay_ms + LEAD_TTL_MS)
+        return Resume(delay_ms, self.token)
 
     def keep_lead(self) -> bool:
         return self.leads.take(self.number, self.token, LEAD_TTL_MS) is not None
 
-    def send_batch(self, batch: list[Plan], free_at: float) -> None:
+    def send_batch(self, batch: list[Plan], free_at: float) -> int:
+        """Send a claimed batch; each of its texts holds one of this process's carrier
+        slots, given back as its call ends (or here, if it is never made). Returns 0, or
+        when the window admitted none of it, the ms until its first text may fit."""
         entries: list[str] = []
-        if self.limit is not None:
-            entries = self.admit(batch, free_at)
-            for plan in batch[len(entries):]:
-                # Another sender took the places we saw coming: give these back.
-                release_attempt(self.sessions, plan.outbound.message_id, 1)
-            batch = batch[:len(entries)]
-            if not batch:
-                return
-        self.sender.warm()
+        submitted = False
         try:
-            outcomes = self.call_carrier(batch)
+            if self.limit is not None:
+                entries, wait_ms = self.admit(batch, free_at)
+                refused, batch = batch[len(entries):], batch[:len(entries)]
+                _give_back_carrier_slots(len(refused))
+                for plan in refused:
+                    # Another sender took the places we saw coming, or they do not fit yet.
+                    release_attempt(self.sessions, plan.outbound.message_id, 1)
+                if not batch:
+                    return max(1, wait_ms)
+            self.sender.warm()
+            calls = self.submit_calls(batch)
+            submitted = True
+        finally:
+            if not submitted:
+                self.give_back(batch)
+        try:
+            outcomes = self.wait_for(calls)
         finally:
             _settle(self.limiter, batch, entries)
-        sent = [(plan, outcome) for plan, outcome in zip(batch, outcomes, strict=True)
-                if isinstance(outcome, SendResult)]
-        if sent:
-            record_sent(self.sessions, sent)
-        for plan, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, SendError):
-                later = record_error(self.sessions, self.settings, plan.outbound.message_id, plan, outcome)
-                if later is not None:
-                    self.hand_over(plan.outbound.message_id, self.number, plan.segments, later)
+        self.record(batch, outcomes)
+        return 0
 
-    def admit(self, batch: list[Plan], free_at: float) -> list[str]:
-        """The window's entries of the batch's first texts that it admits, from `free_at`
-        (time.monotonic()) on, once it admits any; none if that takes over
-        SLEEP_IN_THREAD_MS."""
+    def give_back(self, batch: list[Plan]) -> None:
+        """The batch's calls were never made (Redis or the client failed first): its texts
+        go back to pending with their attempt undone, now rather than after the sweep."""
+        _give_back_carrier_slots(len(batch))
+        for plan in batch:
+            try:
+                release_attempt(self.sessions, plan.outbound.message_id, 1)
+            except Exception:
+                log.exception("could not give back a claimed text; the sweeper will look it up",
+                              extra={"message_id": plan.outbound.message_id})
+
+    def admit(self, batch: list[Plan], free_at: float) -> tuple[list[str], int]:
+        """(the window's entries of the batch's first texts that it admits, from `free_at`
+        (time.monotonic()) on, once it admits any, 0); or ([], ms until the first text
+        may fit) when that is further off than SLEEP_IN_THREAD_MS."""
         members = [(plan.segments, f"{plan.outbound.message_id}:1:{time.monotonic_ns()}") for plan in batch]
         give_up_at = time.monotonic() + SLEEP_IN_THREAD_MS / 1000
         while True:
             time.sleep(max(0.0, free_at - time.monotonic()))
             entries = self.limiter.admit_many(self.number, members, self.limit, self.hold_ms)
             if entries:
-                return entries
-            _, wait_ms = self.limiter.capacity(self.number, self.limit)
-            free_at = time.monotonic() + max(1, wait_ms) / 1000
+                return entries, 0
+            # Until the first text's segments fit: no sooner, so no spinning on Redis.
+            _, wait_ms, _ = self.limiter.capacity(self.number, self.limit, need=batch[0].segments)
+            wait_ms = max(wait_ms, IN_FLIGHT_POLL_MS)
+            free_at = time.monotonic() + wait_ms / 1000
             if free_at > give_up_at:
-                return []
+                return [], wait_ms
 
-    def call_carrier(self, batch: list[Plan]) -> list[SendResult | SendError]:
-        """The batch's calls side by side; the lead is kept alive while they last, so a
-        short lead TTL still outlives a slow carrier, and a dead leader's lead goes soon."""
+    def submit_calls(self, batch: list[Plan]) -> list[Future]:
+        start_by = time.monotonic() + CALL_START_BY_S
+        sender = self.sender
+
         def call(plan: Plan) -> SendResult | SendError:
             try:
-                return self.sender.send(plan.outbound)
+                if time.monotonic() > start_by:
+                    # Too late to leave now: its place in the window and its claim (in flight
+                    # since the claim) are stale. Nothing reached the carrier, so it is retried.
+                    return SendError(True, None, "not sent: no carrier thread was free in time")
+                return sender.send(plan.outbound)
             except SendError as exc:
                 return exc
+            except Exception:
+                log.exception("carrier call failed unexpectedly; the text will be looked up at the "
+                              "carrier before any resend", extra={"message_id": plan.outbound.message_id})
+                return SendError(False, None, "the carrier call failed unexpectedly", unknown_outcome=True)
+            finally:
+                _give_back_carrier_slots(1)
 
-        calls = [_carrier_pool().submit(call, plan) for plan in batch]
+        return [_carrier_pool().submit(call, plan) for plan in batch]
+
+    def wait_for(self, calls: list[Future]) -> list[SendResult | SendError]:
+        """The calls' outcomes; the lead is kept alive while they last, so a short lead TTL
+        still outlives a slow carrier, and a dead leader's lead goes soon."""
         while wait(calls, timeout=LEAD_RENEW_S).not_done:
-            if not self.keep_lead():
-                log.warning("lost a number's lead during a batch; its calls finish, then it stops",
-                            extra={"business_number": self.number})
-        return [c.result() for c in calls]
+            try:
+                if not self.keep_lead():
+                    log.warning("lost a number's lead during a batch; its calls finish, then it stops",
+                                extra={"business_number": self.number})
+            except redis.RedisError:
+                log.warning("could not renew a number's lead during a batch; waiting for its calls",
+                            exc_info=True, extra={"business_number": self.number})
+        return [call.result() for call in calls]
+
+    def record(self, batch: list[Plan], outcomes: list[SendResult | SendError]) -> None:
+        sent = [(plan, outcome) for plan, outcome in zip(batch, outcomes, strict=True)
+                if isinstance(outcome, SendResult)]
+        try:
+            if sent:
+                _retrying(lambda: record_sent(self.sessions, sent), "record a batch's SIDs")
+        finally:
+            # Whatever became of the SIDs, the texts that failed are handed over.
+            for plan, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, SendError):
+                    message_id = plan.outbound.message_id
+                    later = record_error(self.sessions, self.settings, message_id, plan, outcome)
+                    if later is not None:
+                        self.hand_over(message_id, self.number, plan.segments, later)
+
+
+def _retrying(action, what: str, attempts: int = 3, first_delay_s: float = 0.2):
+    """A few quick tries: the carrier has accepted these texts, and a SID not recorded
+    costs a lookup at the carrier later."""
+    delay = first_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (OperationalError, InterfaceError):
+            if attempt == attempts:
+                raise
+            log.warning(f"could not {what}; trying again", exc_info=True, extra={"retry_in_s": delay})
+            time.sleep(delay)
+            delay *= 4
 
 
 def claim_due(sessions: sessionmaker[Session], settings: Settings, number: str, room: int) -> list[Plan]:
@@ -309,19 +428,40 @@ def record_sent(sessions: sessionmaker[Session], sent: list[tuple[Plan, SendResu
     sids = [result.carrier_message_id for _, result in sent]
     with transaction(sessions) as session:
         _serialize_sids(session, sids)
-        session.execute(
-            update(MESSAGES).where(MESSAGES.c.id == bindparam("b_id"))
-            .values(send_state=SUBMITTED, carrier_message_id=bindparam("b_sid"), status=bindparam("b_status"),
-                    error_code=bindparam("b_code"), error_message=bindparam("b_text")),
-            [{"b_id": plan.outbound.message_id, "b_sid": result.carrier_message_id,
-              "b_status": advance(plan.status, result.status), "b_code": result.error_code,
-              "b_text": result.error_message} for plan, result in sent],
-        )
-        _apply_early_callbacks(session, sids)
+        ours = _still_ours(session, [plan for plan, _ in sent])
+        for plan, result in sent:
+            if plan.outbound.message_id not in ours:
+                # Another path took the text since our claim: never overwrite what it stored.
+                log.error("a text sent by a batch was taken over meanwhile; its SID is not recorded",
+                          extra={"message_id": plan.outbound.message_id,
+                                 "carrier_message_id": result.carrier_message_id})
+        sent = [(plan, result) for plan, result in sent if plan.outbound.message_id in ours]
+        if sent:
+            session.execute(
+                update(MESSAGES).where(MESSAGES.c.id == bindparam("b_id"))
+                .values(send_state=SUBMITTED, carrier_message_id=bindparam("b_sid"),
+                        status=bindparam("b_status"), error_code=bindparam("b_code"),
+                        error_message=bindparam("b_text")),
+                [{"b_id": plan.outbound.message_id, "b_sid": result.carrier_message_id,
+                  "b_status": advance(plan.status, result.status), "b_code": result.error_code,
+                  "b_text": result.error_message} for plan, result in sent],
+            )
+            _apply_early_callbacks(session, [result.carrier_message_id for _, result in sent])
     SENDS.labels("submitted", "").inc(len(sent))
     for plan, result in sent:
         log.info("message sent", extra={"message_id": plan.outbound.message_id,
                                         "carrier_message_id": result.carrier_message_id})
+
+
+def _still_ours(session: Session, plans: list[Plan]) -> set[int]:
+    """The ids of these texts still in flight on the attempt their batch claimed (locked)."""
+    query = select(MESSAGES.c.id, MESSAGES.c.send_attempts).where(
+        MESSAGES.c.id.in_([plan.outbound.message_id for plan in plans]), MESSAGES.c.send_state == IN_FLIGHT)
+    if not is_sqlite(session):
+        query = query.with_for_update()
+    attempts = dict(session.execute(query).all())
+    return {plan.outbound.message_id for plan in plans
+            if attempts.get(plan.outbound.message_id) == plan.send_attempts + 1}
 
 
 def _serialize_sids(session: Session, sids: list[str]) -> None:
@@ -329,7 +469,9 @@ def _serialize_sids(session: Session, sids: list[str]) -> None:
     waits for this transaction, or is seen by it."""
     if not is_sqlite(session):
         session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(sid)) FROM unnest(CAST(:sids AS text[])) AS sid"),
+            # In the order of the locks' keys: two batches never wait on each other crosswise.
+            text("SELECT pg_advisory_xact_lock(key) FROM (SELECT DISTINCT hashtext(sid) AS key "
+                 "FROM unnest(CAST(:sids AS text[])) AS sid ORDER BY key) AS keys"),
             {"sids": sorted(sids)},
         )
 
@@ -392,6 +534,21 @@ def wake_waiting_numbers(runtime, older_than: dt.timedelta = WAKE_AFTER) -> int:
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+# One per carrier thread: a batch claims only as many texts as it holds slots, so no
+# claimed text waits in the pool's queue (in flight, with no call made).
+_carrier_slots = threading.BoundedSemaphore(CARRIER_CALLS)
+
+
+def _take_carrier_slots(wanted: int) -> int:
+    taken = 0
+    while taken < wanted and _carrier_slots.acquire(blocking=False):
+        taken += 1
+    return taken
+
+
+def _give_back_carrier_slots(count: int) -> None:
+    for _ in range(count):
+        _carrier_slots.release()
 
 
 def _carrier_pool() -> ThreadPoolExecutor:

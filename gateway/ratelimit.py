@@ -91,20 +91,30 @@ return now
 """
 
 
-# The window's state before a batch: (segments still admissible now, ms until one is if none).
+# The window's state before a batch: {segments admissible now, 0, 0} when `need` segments
+# fit now; else {0, ms until they may, 1 if that wait is on sends still in flight}.
 _CAPACITY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local need = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local used = 0
 for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
-if used < limit then return {limit - used, 0} end
-local score = tonumber(entries[2])
-if score > now then return {0, tonumber(ARGV[3])} end
-return {0, score + window - now + 1}
+if used == 0 or used + need <= limit then return {math.max(limit - used, need), 0, 0} end
+local short = used + need - limit
+local freed = 0
+for i = 1, #entries, 2 do
+  freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
+  if freed >= short then
+    local score = tonumber(entries[i + 1])
+    if score > now then return {0, tonumber(ARGV[3]), 1} end
+    return {0, score + window - now + 1, 0}
+  end
+end
+return {0, window, 0}
 """
 
 # Admit members (ARGV[4..], each "<segments>:<id>") in order while they fit; a lone
@@ -203,11 +213,15 @@ class RateLimiter:
         self._settle(keys=[send_rate_window(number)], args=[f"{segments}:{member}"])
 
 
-    def capacity(self, number: str, limit: Limit) -> tuple[int, int]:
-        """(segments the window admits now, 0), or (0, ms until it may admit one)."""
-        free, wait_ms = self._capacity(keys=[send_rate_window(number)],
-                                       args=[limit.window_ms, limit.allowance, IN_FLIGHT_POLL_MS])
-        return int(free), int(wait_ms)
+    def capacity(self, number: str, limit: Limit, need: int = 1) -> tuple[int, int, bool]:
+        """(segments the window admits now, 0, False) when `need` segments fit now; else
+        (0, ms until they may, whether that wait is on sends still in flight, which free
+        only once the carrier answers: a guess, to ask again)."""
+        free, wait_ms, in_flight = self._capacity(
+            keys=[send_rate_window(number)],
+            args=[limit.window_ms, limit.allowance, IN_FLIGHT_POLL_MS, need],
+        )
+        return int(free), int(wait_ms), bool(in_flight)
 
     def admit_many(self, number: str, sends: list[tuple[int, str]], limit: Limit, hold_ms: int) -> list[str]:
         """Admit (segments, member) sends in order while they fit; the entries of those

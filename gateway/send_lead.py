@@ -53,13 +53,22 @@ return 0
 """
 
 # KEYS: lead, again. ARGV: token, lead ttl ms. 1: go on (texts came meanwhile), 0: let go.
+# A lead that lapsed under its holder (a slow claim) is taken again if texts came: their
+# wakes saw the lead and only raised the flag, so nobody else will send them.
 _FINISH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
 if redis.call('DEL', KEYS[2]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
-redis.call('DEL', KEYS[1])
+if holder then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: lead. ARGV: token. Let go of the lead now, if the caller still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -80,6 +89,7 @@ class SendLeads:
         self._take = client.register_script(_TAKE)
         self._finish = client.register_script(_FINISH)
         self._wake = client.register_script(_WAKE)
+        self._release = client.register_script(_RELEASE)
 
     def take(self, number: str, token: str | None, ttl_ms: int) -> str | None:
         """The token of the number's lead, now held (or kept) by the caller; None when
@@ -91,6 +101,11 @@ class SendLeads:
     def finish(self, number: str, token: str, ttl_ms: int) -> bool:
         """Let go of the lead, unless texts were queued meanwhile: then True, keep going."""
         return bool(self._finish(keys=_keys(number)[:2], args=[token, ttl_ms]))
+
+    def release(self, number: str, token: str) -> None:
+        """Let go at once (the turn failed): a retried task, or the sweeper's wake, takes
+        the number without waiting for the lead to expire."""
+        self._release(keys=[send_lead(number)], args=[token])
 
     def wake(self, number: str) -> bool:
         """A text was committed for `number`: True when the caller must enqueue a wake

@@ -40,8 +40,9 @@ class Sender:
     def lookup(self, carrier_message_id: str) -> SendResult | None:
         return self.module.lookup(carrier_message_id, self.carrier)
 
-    def find_sent(self, message: OutboundMessage, since: dt.datetime) -> SendResult | None:
-        return self.module.find_sent(message, since, self.carrier)
+    def find_sent(self, message: OutboundMessage, since: dt.datetime, taken=frozenset()) -> SendResult | None:
+        """The carrier's record of `message` sent since `since`, if any, other than `taken` SIDs."""
+        return self.module.find_sent(message, since, self.carrier, taken)
 
 
 def carrier_for(settings: Settings, business_number: str) -> Sender:

@@ -281,11 +281,13 @@ def lookup(carrier_message_id: str, carrier) -> SendResult | None:
         raise
 
 
-def find_sent(message: OutboundMessage, since: dt.datetime, carrier) -> SendResult | None:
+def find_sent(message: OutboundMessage, since: dt.datetime, carrier, taken=frozenset()) -> SendResult | None:
     """A message Twilio took for `message` since `since`, when our answer was lost.
 
     Twilio has no client reference on a message, so the match is the same sender,
-    recipient and exact body created after the attempt began.
+    recipient and exact body created after the attempt began, and not one of the SIDs in
+    `taken` (those the gateway already holds for other texts: an identical text sent just
+    before is not this one).
     """
     with _send_errors():
         found = rest_client(carrier).messages.list(
@@ -293,7 +295,7 @@ def find_sent(message: OutboundMessage, since: dt.datetime, carrier) -> SendResu
             date_sent_after=since - dt.timedelta(seconds=1), limit=50,
         )
     for candidate in found:
-        if (candidate.body or "") == message.body:
+        if (candidate.body or "") == message.body and candidate.sid not in taken:
             return _result(candidate)
     return None
 

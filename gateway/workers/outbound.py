@@ -41,9 +41,11 @@ def send_outbound_message(message_id: int, slot_ms: int | None = None, route: li
     if later is not None:
         route = list(later.route) if later.route else None
         send_outbound_message.send_with_options(args=(message_id, later.slot_ms, route), delay=later.delay_ms)
-    elif route:
+    else:
         # Done with this text: the next one of its conversation is due now.
-        number_sender.wake(runtime, route[0])
+        number = route[0] if route else delivery.business_number_of(runtime.sessions, message_id)
+        if number:
+            number_sender.wake(runtime, number)
 
 
 def _hand_over(message_id: int, number: str, segments: int, later: delivery.Later) -> None:

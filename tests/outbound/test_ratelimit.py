@@ -58,15 +58,16 @@ def test_two_segments_take_two_places_in_the_window(redis_url):
 def test_a_batch_is_admitted_in_order_while_it_fits_and_frees_together_once_settled(redis_url):
     client = redis.Redis.from_url(redis_url)
     limiter, limit = RateLimiter(client), Limit(3)
-    assert limiter.capacity(NUMBER, limit) == (3, 0)
+    assert limiter.capacity(NUMBER, limit) == (3, 0, False)
 
     entries = limiter.admit_many(NUMBER, [(1, "a"), (1, "b"), (1, "c"), (1, "d")], limit, HOLD_MS)
 
     assert entries == ["1:a", "1:b", "1:c"]
-    assert limiter.capacity(NUMBER, limit) == (0, IN_FLIGHT_POLL_MS)   # in flight: ask again soon
+    assert limiter.capacity(NUMBER, limit) == (0, IN_FLIGHT_POLL_MS, True)   # in flight: ask again soon
     limiter.settle_many(NUMBER, entries)
-    free, wait_ms = limiter.capacity(NUMBER, limit)
-    assert free == 0 and 900 < wait_ms <= 1001   # all three count until one window after the answer
+    free, wait_ms, in_flight = limiter.capacity(NUMBER, limit)
+    # all three count until one window after the answer
+    assert free == 0 and 900 < wait_ms <= 1001 and not in_flight
 
 
 def test_a_batch_stops_at_the_first_send_that_does_not_fit(redis_url):
@@ -76,4 +77,8 @@ def test_a_batch_stops_at_the_first_send_that_does_not_fit(redis_url):
 
     # Two places left: a three-segment text does not fit, and the one after it waits its turn.
     assert limiter.admit_many(NUMBER, [(3, "b"), (1, "c")], limit, HOLD_MS) == []
-    assert limiter.capacity(NUMBER, limit) == (2, 0)
+    assert limiter.capacity(NUMBER, limit) == (2, 0, False)
+    # and asked for three, the window says how long until three fit: when "a" is forgotten
+    limiter.settle_many(NUMBER, ["1:a"])
+    free, wait_ms, in_flight = limiter.capacity(NUMBER, limit, need=3)
+    assert free == 0 and 900 < wait_ms <= 1001 and not in_flight
