@@ -74,7 +74,7 @@ LEAD_TTL_MS = 5_000         # a dead leader's lead expires this soon; a live one
 LEAD_RENEW_S = 1.0          # while its batch's carrier calls last
 WAKE_AFTER = dt.timedelta(seconds=5)   # the sweeper wakes numbers whose texts waited this long
 WAKE_LEAD_MS = 150          # a waiting leader wakes this early and sleeps the rest in its thread
-CARRIER_CALLS = 64          # carrier calls in flight per worker process, across its numbers
+CARRIER_CALLS = 200         # carrier calls in flight per worker process, across its numbers
 CALL_START_BY_S = 1.0       # a call that cannot start this soon after admission is not made
 CARRIER_BUSY_RETRY_MS = 50  # every carrier thread busy: come back this soon
 IN_FLIGHT_RESUME_MS = 100   # a window held by calls still out: look again this soon

@@ -203,7 +203,11 @@ def _int_field(form: Mapping, name: str, default: int) -> int:
 TWILIO_API_BASE = "https://api.twilio.com"
 DEFAULT_CONNECT_TIMEOUT_S = 3.0
 DEFAULT_READ_TIMEOUT_S = 10.0
-HTTP_POOL_SIZE = 32  # connections kept per carrier account and process (one per worker thread)
+# Connections kept per carrier account and process: at least the carrier calls a worker
+# process makes at once (gateway/number_sender.py, CARRIER_CALLS). twilio's own client
+# keeps 32 at most, and under a batch of 64 calls urllib3 discarded half its connections
+# after every call, each next call paying a new TCP (and TLS) handshake.
+HTTP_POOL_SIZE = 200
 
 # twilio's client logs every request at INFO; keep it to warnings.
 _quiet_logger = logging.getLogger("gateway.carriers.twilio.http")
@@ -220,8 +224,8 @@ class ApiBaseHttpClient(TwilioHttpClient):
         # request: requests walks the whole environment per call, ~2 ms of CPU a send.
         super().__init__(logger=_quiet_logger, proxy=requests.utils.get_environ_proxies(api_base))
         self.session.trust_env = False
-        # Plain-http api_base (a stand-in) gets the same pool size twilio gives https.
-        self.session.mount("http://", HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE))
+        for scheme in ("https://", "http://"):   # http: a local stand-in
+            self.session.mount(scheme, HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE))
         self.api_base = api_base
         self.timeouts = (connect_timeout, read_timeout)
 
