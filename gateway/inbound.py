@@ -47,6 +47,10 @@ PROCESS_INBOUND_ACTOR = "process_inbound_event"
 
 # Holding a webhook through a database outage: within the carrier's 15 s timeout, with
 # room left for the rest of the request.
+# A text to a number the web process knew but this worker does not (a rolling deploy, a
+# config reload in progress) waits this long for a worker that knows it, retried by the
+# sweeper, before it is given up as unroutable.
+UNKNOWN_NUMBER_GRACE = dt.timedelta(minutes=15)
 STORE_RETRY_WINDOW_S = 10.0
 STORE_FIRST_BACKOFF_S = 0.1
 STORE_MAX_BACKOFF_S = 1.0
@@ -136,6 +140,21 @@ def mark_not_enqueued(sessions: sessionmaker[Session], *event_ids: int) -> None:
         session.execute(update(InboundEvent).where(InboundEvent.id.in_(event_ids)).values(enqueued_at=None))
 
 
+def leave_or_give_up_unknown_number(event_id: int, to_number: str, received_at: dt.datetime, give_up) -> bool:
+    """The webhook stored this text as routable, yet this worker's config lacks its number.
+    Within UNKNOWN_NUMBER_GRACE the event is left `received`, for a worker whose config has
+    the number (the sweeper hands it out again); after that, `give_up()` marks it unroutable.
+    Returns True when it gave up."""
+    if utcnow() - received_at < UNKNOWN_NUMBER_GRACE:
+        log.warning("text to a number this worker's config lacks; left for a worker that has it",
+                    extra={"event_id": event_id, "to_number": to_number})
+        return False
+    log.warning("text to a number no worker's config had in time; marked unroutable",
+                extra={"event_id": event_id, "to_number": to_number})
+    give_up()
+    return True
+
+
 def process_event(sessions: sessionmaker[Session], settings: Settings, event_id: int) -> int | None:
     """Thread one stored event into its conversation; returns the message id, or None."""
     with transaction(sessions) as session:
@@ -147,8 +166,8 @@ def process_event(sessions: sessionmaker[Session], settings: Settings, event_id:
             return _existing_message_id(session, event_id)
         business_number = settings.business_number(event.to_number)
         if business_number is None:
-            # The number was removed from the config after the webhook stored it.
-            event.status = EventStatus.unroutable
+            leave_or_give_up_unknown_number(event.id, event.to_number, event.received_at,
+                                            lambda: setattr(event, "status", EventStatus.unroutable))
             return None
         inbound = InboundMessage.from_payload(event.payload)
         contact = find_or_create_contact(session, event.from_number, event.from_kind)

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import events, live
 from gateway.after_commit import call_after_commit
 from gateway.db import is_sqlite, transaction
-from gateway.inbound import apply_opt_keyword, process_event
+from gateway.inbound import apply_opt_keyword, leave_or_give_up_unknown_number, process_event
 from gateway.messaging import InboundMessage
 from gateway.metrics import ROUTING_OUTCOMES
 from gateway.models import Conversation, EventStatus, InboundEvent, Message, User, UserTeam, utcnow
@@ -154,7 +154,11 @@ class _Batch:
     def run(self, event_ids: list[int]) -> BatchResult:
         events_ = self._lock_events(event_ids)
         routable = [e for e in events_ if e.business_number is not None]
-        unroutable = [e.id for e in events_ if e.business_number is None]
+        unroutable: list[int] = []
+        for event in events_:
+            if event.business_number is None:
+                leave_or_give_up_unknown_number(event.id, event.to_number, event.received_at,
+                                                lambda event=event: unroutable.append(event.id))
         result = BatchResult()
         if routable:
             contacts = self._contacts(routable)

@@ -213,3 +213,40 @@ def test_an_event_that_cannot_be_processed_holds_up_only_itself(runtime, carrier
     assert bodies == ["+14155550100", "+14155550102", "+14155550103"]
     assert count(runtime, InboundEvent, InboundEvent.status == EventStatus.received) == 1
     assert find_unnotified_messages(runtime.sessions, grace=dt.timedelta(0)) == []
+
+
+@pytest.mark.parametrize("path", ["one event", "batch"])
+def test_a_text_to_a_number_this_workers_config_lacks_waits_for_one_that_has_it(runtime, carrier, path):
+    # The web process's config knew the number (it stored the text as routable); this
+    # worker's does not yet (a rolling deploy).
+    from gateway.inbound import UNKNOWN_NUMBER_GRACE, process_event
+    from gateway.settings import Settings
+
+    assert carrier.inbound("+14155550100", "hello").status_code == 200
+    [event_id] = stored_event_ids(runtime)
+    config = runtime.settings.config.model_copy(update={"business_numbers": []})
+    stale = Settings(**{**runtime.settings.model_dump(), "config": config})
+
+    def run(settings):
+        if path == "batch":
+            process_events(runtime.sessions, settings, [event_id])
+        else:
+            process_event(runtime.sessions, settings, event_id)
+
+    def status():
+        with runtime.sessions() as session:
+            return session.get(InboundEvent, event_id).status
+
+    run(stale)
+    assert status() == EventStatus.received          # left for a worker that knows the number
+    run(runtime.settings)
+    assert status() == EventStatus.processed         # and that one threads it
+    assert count(runtime, Message) == 1
+
+    # A text no worker learns the number of in time is given up as unroutable.
+    assert carrier.inbound("+14155550101", "anyone?").status_code == 200
+    event_id = max(stored_event_ids(runtime))
+    with transaction(runtime.sessions) as session:
+        session.get(InboundEvent, event_id).received_at -= UNKNOWN_NUMBER_GRACE
+    run(stale)
+    assert status() == EventStatus.unroutable
