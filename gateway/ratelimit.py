@@ -52,16 +52,37 @@ redis.call('SET', KEYS[1], tostring(after), 'PX', math.ceil(after - now) + 60000
 return {tostring(slot), tostring(now)}
 """
 
-_ADMIT = """
+# What every window script starts with (KEYS[1] the window, ARGV[1] its length in ms,
+# ARGV[2] the segments it allows): forget what has left it, add up what is in it, and
+# know how long until `short` more segments are free: ms, or -1 when the entry that
+# would free them is still in flight (its carrier call unanswered: no one knows when).
+_WINDOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local function cost_of(member) return tonumber(string.match(member, '^(%d+):')) end
 local used = 0
-for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
+for i = 1, #entries, 2 do used = used + cost_of(entries[i]) end
+local function wait_until_free(short)
+  local freed = 0
+  for i = 1, #entries, 2 do
+    freed = freed + cost_of(entries[i])
+    if freed >= short then
+      local score = tonumber(entries[i + 1])
+      if score > now then return -1 end
+      return score + window - now + 1
+    end
+  end
+  return window
+end
+"""
+
+# ARGV[3] the send's segments, ARGV[4] its member, ARGV[5] its hold, ARGV[6] the poll.
+_ADMIT = _WINDOW + """
+local cost = tonumber(ARGV[3])
 local hold = tonumber(ARGV[5])
 if used == 0 or used + cost <= limit then
   -- In flight: stamped in the future, so it counts until `settle` re-stamps it.
@@ -69,17 +90,9 @@ if used == 0 or used + cost <= limit then
   redis.call('PEXPIRE', KEYS[1], hold + window + 1000)
   return 0
 end
-local need = used + cost - limit
-local freed = 0
-for i = 1, #entries, 2 do
-  freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
-  if freed >= need then
-    local score = tonumber(entries[i + 1])
-    if score > now then return tonumber(ARGV[6]) end
-    return score + window - now + 1
-  end
-end
-return window
+local wait = wait_until_free(used + cost - limit)
+if wait < 0 then return tonumber(ARGV[6]) end
+return wait
 """
 
 
@@ -91,47 +104,24 @@ return now
 """
 
 
-# The window's state before a batch: {segments admissible now, 0, 0} when `need` segments
-# fit now; else {0, ms until they may, 1 if that wait is on sends still in flight}.
-_CAPACITY = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
+# The window's state before a batch (ARGV[3] the poll, ARGV[4] the segments needed):
+# {segments admissible now, 0, 0} when they fit now; else {0, ms until they may, 1 if that
+# wait is on sends still in flight}.
+_CAPACITY = _WINDOW + """
 local need = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used = 0
-for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
 if used == 0 or used + need <= limit then return {math.max(limit - used, need), 0, 0} end
-local short = used + need - limit
-local freed = 0
-for i = 1, #entries, 2 do
-  freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
-  if freed >= short then
-    local score = tonumber(entries[i + 1])
-    if score > now then return {0, tonumber(ARGV[3]), 1} end
-    return {0, score + window - now + 1, 0}
-  end
-end
-return {0, window, 0}
+local wait = wait_until_free(used + need - limit)
+if wait < 0 then return {0, tonumber(ARGV[3]), 1} end
+return {0, wait, 0}
 """
 
 # Admit members (ARGV[4..], each "<segments>:<id>") in order while they fit; a lone
 # send bigger than the whole allowance goes when the window is empty, as in _ADMIT.
-_ADMIT_MANY = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
+_ADMIT_MANY = _WINDOW + """
 local hold = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used = 0
-for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
 local admitted = 0
 for i = 4, #ARGV do
-  local cost = tonumber(string.match(ARGV[i], '^(%d+):'))
+  local cost = cost_of(ARGV[i])
   if used > 0 and used + cost > limit then break end
   redis.call('ZADD', KEYS[1], now + hold, ARGV[i])
   used = used + cost
