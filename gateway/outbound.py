@@ -31,6 +31,7 @@ from gateway.models import (
     User,
     utcnow,
 )
+from gateway.notifications import notify_assigned
 from gateway.phone import NumberError, normalize_number, normalize_phone
 from gateway.routing.conversations import needs_folder_match
 from gateway.segments import count_segments
@@ -76,10 +77,28 @@ def compose_body(body: str, appended_message: str) -> str:
     return f"{body}\n{footer}" if body else footer
 
 
+# Letters that draw nothing: Hangul fillers, the blank Braille pattern.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Unicode categories that draw nothing on their own: controls, format characters
+# (zero-width space, joiners, BOM), private use, and combining marks with no base.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Mn", "Me"})
+_ALLOWED_CONTROLS = frozenset("\n\r\t")
+
+
 def has_visible_text(body: str) -> bool:
-    """False for a body of only spaces and invisible format characters (zero-width space,
-    joiners, byte-order marks: Unicode category Cf), which would reach the phone empty."""
-    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in body)
+    """False for a body that would reach the phone blank: only spaces, invisible
+    characters and combining marks."""
+    return any(not char.isspace() and char not in _BLANK_LETTERS
+               and unicodedata.category(char) not in _INVISIBLE_CATEGORIES for char in body)
+
+
+def check_text_characters(body: str) -> None:
+    """Control characters other than newline, return and tab are refused: a carrier drops
+    or mangles them, and NUL cannot even be stored."""
+    controls = (char for char in body if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS)
+    bad = next(controls, None)
+    if bad is not None:
+        raise SendRefused(422, "invalid_body", f"the body contains the control character U+{ord(bad):04X}")
 
 
 def check_content(body: str, media_urls: list[str], appended_message: str) -> str:
@@ -93,6 +112,7 @@ def check_content(body: str, media_urls: list[str], appended_message: str) -> st
     for url in media_urls:
         if not url.lower().startswith(("https://", "http://")):
             raise SendRefused(422, "invalid_media", f"media URL {url!r} is not an http(s) URL")
+    check_text_characters(body)
     if not has_visible_text(body) and not media_urls:
         raise SendRefused(422, "empty_message", "a message needs a body or media")
     final = compose_body(body, appended_message)
@@ -158,10 +178,13 @@ def start(
                               "this contact has an open conversation on that number that someone else owns")
         if needs_folder_match(conversation.folder_id, conversation.assignee_id):
             match_folder(session, conversation, contact.number)
-        if opened and user is not None:
-            # Whoever starts a conversation owns it (as in Chatwoot): the customer's answer
-            # comes back to them, not to the team's unassigned queue.
+        if opened and user is not None and conversation.team in user.team_names:
+            # A team member who starts a conversation owns it (as in Chatwoot): the answer
+            # comes back to them. Someone outside the number's team (an admin, say) leaves
+            # it to the team's queue, where the team sees the answer.
             conversation.assignee_id, conversation.status = user.id, ConversationStatus.assigned
+            session.flush()
+            notify_assigned(session, conversation, user.id, settings=settings)
         return _queue(session, conversation, user, final, media_urls)
 
     return _create_once(sessions, user, idempotency, create)
@@ -172,6 +195,8 @@ def add_note(
     idempotency: Idempotency | None = None,
 ) -> Created:
     """An internal note: stored in the thread, never queued, never sent."""
+    if isinstance(body, str):
+        check_text_characters(body)
     if not isinstance(body, str) or not has_visible_text(body):
         raise SendRefused(422, "empty_note", "a note needs a body")
     if len(body) > MAX_BODY_CHARS:

@@ -35,5 +35,6 @@ def test_a_body_of_invisible_characters_only_has_no_visible_text_but_an_emoji_se
     from gateway.outbound import has_visible_text
 
     assert not has_visible_text("\u200b\u200c\u200d\ufeff\u2060 \n")
+    assert not has_visible_text("\u3164\u2800\u034f\ufe0f\x07")   # fillers, blank Braille, marks alone
     assert has_visible_text("\U0001F468\u200d\U0001F469")   # a joined emoji: the joiner is not all it is
     assert has_visible_text("ok\u200b")

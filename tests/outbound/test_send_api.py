@@ -96,6 +96,8 @@ def test_a_repeated_post_with_one_idempotency_key_creates_one_message(runtime, c
     [
         ("empty body without media", {"body": "  "}, 422, "empty_message"),
         ("only invisible characters", {"body": "\u200b\u200d\ufeff \u2060"}, 422, "empty_message"),
+        ("only blank letters", {"body": "\u3164\u2800\u034f"}, 422, "empty_message"),
+        ("a control character", {"body": "hi\x00there"}, 422, "invalid_body"),
         ("over 1,600 characters once the footer is appended", {"body": "a" * (1600 - len(FOOTER))},
          422, "message_too_long"),
         ("media that is not a URL", {"body": "hi", "media_urls": ["file:///etc/passwd"]},
@@ -234,8 +236,14 @@ def test_an_agent_cannot_text_into_a_colleagues_conversation_by_starting_a_new_o
 
 
 def test_whoever_starts_a_conversation_owns_it_and_sees_the_answer_in_their_queue(
-    runtime, carrier, client, make_user
+    runtime, carrier, client, make_user, monkeypatch
 ):
+    from gateway import events
+
+    emitted = []
+    real_emit = events.emit
+    monkeypatch.setattr(events, "emit", lambda session, kind, *a, **k: (emitted.append(kind),
+                                                                        real_emit(session, kind, *a, **k))[1])
     sam_id, sam = make_user("sam", "agent", ["service"])
 
     sent = client.post("/api/v1/messages", json={
@@ -250,6 +258,21 @@ def test_whoever_starts_a_conversation_owns_it_and_sees_the_answer_in_their_queu
     assert (conversation["assignee"], conversation["status"]) == (sam_id, "assigned")
     messages = client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=sam).json["data"]
     assert {m["direction"] for m in messages} == {"outbound", "inbound"}
+    assert emitted.count("conversation.assigned") == 1   # a CRM listening learns who owns it
+
+
+def test_an_admin_outside_the_numbers_team_who_starts_a_conversation_leaves_it_to_the_team(
+    runtime, carrier, client, make_user
+):
+    _, ada = make_user("ada", "admin", ())
+    _, sam = make_user("sam", "agent", ["service"])
+
+    sent = client.post("/api/v1/messages", json={
+        "business_number": SERVICE_NUMBER, "to": CUSTOMER, "body": "Your refund is on its way"}, headers=ada)
+
+    assert sent.status_code == 202
+    [conversation] = client.get("/api/v1/conversations", headers=sam).json["data"]   # the team sees it
+    assert (conversation["assignee"], conversation["status"]) == (None, "unassigned")
 
 
 def test_texting_into_an_open_conversation_nobody_owns_does_not_take_it(runtime, carrier, client, make_user):
