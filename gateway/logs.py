@@ -7,6 +7,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -28,38 +29,49 @@ def clear_message() -> None:
 
 
 # Secrets of the loaded settings (gateway/runtime.py registers them): never written out,
-# whatever a log line or a traceback carries. Shorter than this is not worth matching.
+# whatever a log line or a traceback carries. Shorter ones are not matched: a common word
+# as a password would deface every line, and such a password is the weak spot anyway.
 _secrets: set[str] = set()
-MIN_SECRET_LENGTH = 6
+_secret_pattern: re.Pattern | None = None
+MIN_SECRET_LENGTH = 8
 
 
 def redact_secrets(values) -> None:
     """From now on, these values are written as [redacted] in every log line."""
+    global _secret_pattern
     _secrets.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
+    if _secrets:
+        # Longest first: a secret that contains another is hidden whole, not in part.
+        alternatives = sorted(_secrets, key=len, reverse=True)
+        _secret_pattern = re.compile("|".join(map(re.escape, alternatives)))
 
 
-def _redacted(line: str) -> str:
-    for secret in _secrets:
-        if secret in line:
-            line = line.replace(secret, "[redacted]")
-    return line
+def _redacted(value):
+    """Redacted before JSON encoding, so an escaped quote, backslash or non-ASCII
+    character in a secret cannot hide it from the match."""
+    if _secret_pattern is None or not isinstance(value, str):
+        return value
+    return _secret_pattern.sub("[redacted]", value)
+
+
+def _redacted_field(value):
+    if isinstance(value, int | float | bool | list | tuple | dict) or value is None:
+        return value   # ids, counts and lists of ids, written as JSON
+    return _redacted(value if isinstance(value, str) else str(value))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return _redacted(self._json(record))
-
-    def _json(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _redacted(record.getMessage()),
         }
         entry.update(_about.get() or {})
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        entry.update({k: _redacted_field(v) for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _redacted(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

@@ -12,7 +12,7 @@ import tomllib
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -149,7 +149,8 @@ class Settings(BaseModel):
         event webhook signing secrets, and the passwords in the database and Redis URLs."""
         values = [c.auth_token.get_secret_value() for c in self.config.carriers]
         values += [w.secret.get_secret_value() for w in self.config.notify.webhooks]
-        values += [urlsplit(url).password for url in (self.database_url, self.redis_url or "")]
+        passwords = [urlsplit(url).password for url in (self.database_url, self.redis_url or "")]
+        values += [form for password in passwords if password for form in (password, unquote(password))]
         return [v for v in values if v]
 
     def carrier_named(self, name: str) -> CarrierSettings | None:

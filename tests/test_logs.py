@@ -78,4 +78,27 @@ def test_the_secrets_include_event_webhook_secrets_and_url_passwords():
                         database_url="postgresql://app:db-pass-123@db/gateway",
                         redis_url="redis://:redis-pass-123@cache:6379/0")
 
-    assert sorted(settings.secrets()) == ["db-pass-123", "redis-pass-123", "tok-123456", "whsec-123456"]
+    assert sorted(set(settings.secrets())) == ["db-pass-123", "redis-pass-123", "tok-123456", "whsec-123456"]
+
+
+def test_a_secret_with_quotes_or_accents_or_inside_a_longer_one_is_hidden_whole():
+    from gateway.logs import redact_secrets
+
+    redact_secrets(['s3cr"et-value', "pässwort-123", "hunter22", "hunter22-signing-key-XYZ"])
+
+    line = formatted('token was s3cr"et-value, then pässwort-123', key="hunter22-signing-key-XYZ", ids=[1, 2])
+
+    assert line["msg"] == "token was [redacted], then [redacted]"
+    assert line["key"] == "[redacted]"
+    assert line["ids"] == [1, 2]   # lists of ids stay JSON
+
+
+def test_short_passwords_are_not_matched_so_they_cannot_deface_every_line():
+    from gateway.logs import redact_secrets
+
+    redact_secrets(["555010", "gateway"])
+
+    line = formatted("texted +14155550100", number="+14155550100")
+
+    assert (line["msg"], line["number"]) == ("texted +14155550100", "+14155550100")
+    assert line["logger"] == "gateway.test"
