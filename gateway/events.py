@@ -161,8 +161,10 @@ def without_url_secrets(text: str, url: str) -> str:
     carry a secret: user info, path and query (many receivers put their token there)."""
     parts = urlsplit(url)
     path = parts.path if parts.path not in ("", "/") else ""
-    for secret in sorted(filter(None, (parts.query, path, parts.username, parts.password)), key=len,
-                         reverse=True):
+    secrets = set(filter(None, (parts.query, path, parts.username, parts.password)))
+    # requests quotes the URL again before it names it in an error: match that form too.
+    secrets |= {requests.utils.requote_uri(secret) for secret in secrets}
+    for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "[redacted]")
     return text
 

@@ -158,6 +158,16 @@ def test_an_unreachable_receivers_error_names_no_secret_from_its_url():
         assert secret not in error
 
 
+def test_a_receiver_url_that_requests_quotes_again_is_hidden_in_its_quoted_form_too():
+    from gateway.events import Attempt, post_event
+
+    url = f"http://127.0.0.1:{_closed_port()}/hook/tök en?token=a|b^c"
+
+    error = post_event(Attempt(1, "evt", url, "{}", 1, None), "signing-secret")
+
+    assert "t%C3%B6k" not in error and "a%7Cb" not in error and "tök" not in error
+
+
 def _closed_port() -> int:
     import socket
 
