@@ -40,6 +40,7 @@ from harness import (
     DEFAULT_DATABASE,
     PUBLIC_URL,
     ROOT,
+    MetricsWatch,
     PeakRss,
     Process,
     free_port,
@@ -131,6 +132,9 @@ def main() -> None:
             "gateway": Process(web_command(), {**env, "PORT": str(ports["gateway"])}, workdir / "web.log"),
         }
         memory = PeakRss()
+        # The gateway's own /metrics, scraped every 2 s through the timed runs: it answers
+        # under load and its webhook counter moves (summed over the gunicorn processes).
+        metrics = MetricsWatch(f"http://127.0.0.1:{ports['gateway']}/metrics", "gateway_webhooks_total")
         try:
             wait_for(lambda: answers(ports["bare"]) and answers(ports["gateway"]), "both web processes")
             for name, process in processes.items():
@@ -140,6 +144,7 @@ def main() -> None:
             for name in ("bare", "gateway"):  # warm-up: imports, connection pools, first compiles
                 run_wrk(ports[name], files[0], 2)
             rounds = []
+            metrics.start()
             for number, bodies in enumerate(files[1:], start=1):
                 bare = run_wrk(ports["bare"], bodies, args.seconds)
                 gateway = run_wrk(ports["gateway"], bodies, args.seconds)
@@ -147,6 +152,7 @@ def main() -> None:
                 print(f"round {number}:\n  {line('bare Flask endpoint', bare)}\n"
                       f"  {line('gateway webhook', gateway)}\n"
                       f"  ratio {gateway['rps'] / bare['rps']:.2f}x", flush=True)
+            metrics.stop()
         finally:
             memory.stop()
             for process in processes.values():
@@ -158,6 +164,7 @@ def main() -> None:
     print(f"\nmedian ratio gateway/bare: {ratio:.2f}x  (target >= 0.5x)")
     print(memory.report("gateway") + "  (target < 120 MB per process)")
     print(memory.report("bare"))
+    print(f"gateway metrics during the run: {metrics.report()}")
 
 
 def audit(database_url: str, rounds) -> int:
