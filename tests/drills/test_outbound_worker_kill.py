@@ -37,16 +37,18 @@ def test_workers_killed_during_an_outbound_burst_send_every_text_exactly_once(ma
     gateway = make_gateway(api_base=slow_carrier.url)
     gateway.start_web()
     gateway.start_sweeper()
-    worker = gateway.start_worker()
     headers = bearer_token(gateway)
 
-    # When a burst of texts to different people is queued through the API
+    # When a burst of texts to different people is queued through the API (before the
+    # worker starts: else it sends them as fast as they are posted, and the burst can be
+    # over before the drill gets to kill anything)
     bodies = [f"drill send {n}" for n in range(MESSAGES)]
     api = requests.Session()
     for n, body in enumerate(bodies):
         response = api.post(f"{gateway.base_url}/api/v1/messages", headers=headers, timeout=15, json={
             "business_number": SERVICE_NUMBER, "to": f"+1415557{n:04d}", "body": body})
         assert response.status_code == 202, response.text
+    worker = gateway.start_worker()
 
     # and the worker is SIGKILLed every few seconds while it sends, a new one started after each
     kills = 0
