@@ -132,7 +132,10 @@ class Process:
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            # The main process only (gunicorn's master, dramatiq's main): it stops its own
+            # children; a signal to the whole group made dramatiq's workers see two SIGTERMs
+            # and log that they were being killed.
+            self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(30)
             except subprocess.TimeoutExpired:
