@@ -24,18 +24,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-import sqlalchemy as sa
+from harness import scratch_database
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.db import create_db_engine, make_sessionmaker, normalize_database_url  # noqa: E402
+from gateway.db import create_db_engine, make_sessionmaker  # noqa: E402
 from gateway.folders import FolderRow, open_folder_file, read_folders  # noqa: E402
 from gateway.migrate import upgrade_database  # noqa: E402
 from gateway.models import Folder, FolderPhone  # noqa: E402
@@ -73,18 +72,8 @@ def fresh_database(url: str | None, workdir: Path):
         upgrade_database(fresh)
         yield fresh
         return
-    name = f"bench_folders_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(normalize_database_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    fresh = make_url(normalize_database_url(url)).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade_database(fresh)
+    with scratch_database(url, "bench_folders") as fresh:
         yield fresh
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def time_parse_only(csv_path: Path) -> tuple[float, int]:

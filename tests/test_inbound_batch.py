@@ -27,6 +27,7 @@ from gateway.models import (
 )
 from gateway.notifications import find_unnotified_messages, notify_inbound
 from tests.conftest import SERVICE_NUMBER
+from tests.test_inbound import conversations, thread
 
 
 def stored_event_ids(runtime) -> list[int]:
@@ -44,18 +45,6 @@ def process(runtime, event_ids) -> None:
 def count(runtime, model, *where) -> int:
     with runtime.sessions() as session:
         return session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def conversations(client, headers) -> list[dict]:
-    response = client.get("/api/v1/conversations", headers=headers)
-    assert response.status_code == 200, response.json
-    return response.json["data"]
-
-
-def thread(client, headers, conversation_id: int) -> list[dict]:
-    response = client.get(f"/api/v1/conversations/{conversation_id}/messages", headers=headers)
-    assert response.status_code == 200, response.json
-    return response.json["data"]
 
 
 def add_folder(runtime, external_id: str, *phones: str, sales: str | None = None) -> int:

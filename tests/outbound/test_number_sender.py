@@ -30,10 +30,11 @@ def queue(runtime, to: str, body: str, number: str = SERVICE_NUMBER) -> int:
     return outbound.start(runtime.sessions, runtime.settings, None, number, to, body, []).message_id
 
 
-def run_sender(runtime, number: str, handed_over: list | None = None) -> None:
+def run_sender(runtime, number: str, handed_over: list | None = None, *, limiter: RateLimiter | None = None,
+               leads: SendLeads | None = None) -> None:
     """What the actor does: turns until the number has nothing due, resuming as told."""
     client = redis.Redis.from_url(runtime.redis_url)
-    limiter, leads = RateLimiter(client), SendLeads(client)
+    limiter, leads = limiter or RateLimiter(client), leads or SendLeads(client)
     handed = handed_over if handed_over is not None else []
     token = None
     while True:

@@ -170,11 +170,7 @@ def test_a_text_that_fits_the_limit_but_not_the_window_yet_does_not_spin_on_redi
     message_id = queue(runtime, "+14155550133", "x" * 200)   # two segments
     assert states(runtime)[message_id][0] == PENDING
 
-    token = None
-    while (resume := send_due(runtime.sessions, runtime.settings, limiter, leads, SERVICE_NUMBER,
-                              lambda *args: None, token)) is not None:
-        time.sleep(resume.delay_ms / 1000)
-        token = resume.token
+    run_sender(runtime, SERVICE_NUMBER, limiter=limiter, leads=leads)
 
     assert len(standin.accepted) == 1
     # Waiting about a second for one place to free should take a handful of Redis calls.
@@ -210,11 +206,7 @@ def test_a_window_held_by_a_call_in_flight_does_not_churn_claims(runtime, standi
     threading.Timer(2.0, lambda: limiter.settle_many(SERVICE_NUMBER, ["2:slow:1:0"])).start()
     queue(runtime, "+14155550134", "behind a slow call")
 
-    token = None
-    while (resume := send_due(runtime.sessions, runtime.settings, limiter, leads, SERVICE_NUMBER,
-                              lambda *args: None, token)) is not None:
-        time.sleep(resume.delay_ms / 1000)
-        token = resume.token
+    run_sender(runtime, SERVICE_NUMBER, limiter=limiter, leads=leads)
 
     assert len(standin.accepted) == 1
     # Each claim that the window then refuses is two write transactions (claim, release).
