@@ -58,9 +58,10 @@ def receive_sms():
     started = time.perf_counter()
     runtime = current_app.extensions["gateway"]
     settings = runtime.settings
-    carrier = _verified_carrier(settings)
+    form = request.form  # read through Flask's request proxy once: it is on every webhook's path
+    carrier = _verified_carrier(settings, form)
     try:
-        message = twilio.parse_inbound(request.form)
+        message = twilio.parse_inbound(form)
         sender = normalize_number(message.from_number, settings.default_region)
         recipient = normalize_number(message.to_number, settings.default_region)
     except InvalidWebhook as exc:
@@ -83,9 +84,10 @@ def receive_status():
     """A delivery status callback: stored (and applied, forward only) before the 200."""
     started = time.perf_counter()
     runtime = current_app.extensions["gateway"]
-    carrier = _verified_carrier(runtime.settings)
+    form = request.form
+    carrier = _verified_carrier(runtime.settings, form)
     try:
-        update = twilio.parse_status(request.form)
+        update = twilio.parse_status(form)
     except InvalidWebhook as exc:
         raise Rejected(400, f"missing_{exc.field}", str(exc)) from None
     event = record_status(runtime.sessions, carrier.name, update)
@@ -96,12 +98,12 @@ def receive_status():
     return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
 
 
-def _verified_carrier(settings):
+def _verified_carrier(settings, form):
     """The configured Twilio account that signed this request, or a 403."""
     signature = request.headers.get(twilio.SIGNATURE_HEADER)
     if not signature:
         raise Rejected(403, "missing_signature", f"missing {twilio.SIGNATURE_HEADER} header")
-    account_sid = (request.form.get("AccountSid") or "").strip()
+    account_sid = (form.get("AccountSid") or "").strip()
     if account_sid:
         carrier = settings.carrier_for_account(twilio.KIND, account_sid)
         if carrier is None:
@@ -113,7 +115,7 @@ def _verified_carrier(settings):
         candidates = [c for c in settings.config.carriers if c.kind == twilio.KIND]
     url = signed_url(settings.public_url)
     for carrier in candidates:
-        if twilio.verify(url, request.form, signature, carrier.auth_token.get_secret_value()):
+        if twilio.verify(url, form, signature, carrier.auth_token.get_secret_value()):
             return carrier
     raise Rejected(403, "invalid_signature", "invalid request signature")
 
