@@ -17,6 +17,11 @@ correctly signed webhook (MessageSid, sender and body differ). Rounds alternate 
 gateway, after a short warm-up of each; the figures are per round and the ratio is the
 median of the rounds' ratios. After the run the database is audited: every webhook
 answered 200 is stored, each MessageSid once.
+
+With --bounds, each round also runs bench/ingest_bounds_app.py under the same command:
+the gateway's webhook storing nothing, and waiting instead of storing (1 and 3 ms by
+default, --waits). They show how much of the gap to the bare endpoint is the view's work
+and how much is the wait for the commit.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import psutil
 import redis
 import sqlalchemy as sa
 from harness import (
@@ -71,7 +77,8 @@ def write_bodies(path: Path, count: int, tag: str) -> Path:
     return path
 
 
-def run_wrk(port: int, bodies: Path, seconds: float) -> dict:
+def run_wrk(port: int, bodies: Path, seconds: float, stores: bool = True) -> dict:
+    """One timed wrk run; `stores`: every request must be a new webhook (the file must last)."""
     completed = subprocess.run(
         ["wrk", "-t", str(WRK_THREADS), "-c", str(CONNECTIONS), "-d", f"{int(seconds)}s", "--timeout", "15s",
          "-s", str(ROOT / "bench" / "ingest.lua"), f"http://127.0.0.1:{port}", "--", str(WRK_THREADS)],
@@ -81,7 +88,7 @@ def run_wrk(port: int, bodies: Path, seconds: float) -> dict:
     result = json.loads(line.removeprefix("RESULT "))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["failed"] = sum(result["errors"].values())
-    if result["requests"] > result["bodies"]:
+    if stores and result["requests"] > result["bodies"]:
         raise SystemExit(f"wrk sent {result['requests']} requests but only {result['bodies']} bodies exist: "
                          "raise --bodies so every webhook is unique")
     return result
@@ -98,9 +105,24 @@ def answers(port: int) -> bool:
         return False
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far."""
+    tree = psutil.Process(pid)
+    return sum(sum(process.cpu_times()[:2]) for process in [tree, *tree.children(recursive=True)])
+
+
+def timed_run(process: Process, port: int, bodies: Path, seconds: float, stores: bool = True) -> dict:
+    """`run_wrk`, plus the web process's CPU per request (its gunicorn processes, summed)."""
+    before = tree_cpu_seconds(process.popen.pid)
+    result = run_wrk(port, bodies, seconds, stores)
+    result["cpu_ms"] = (tree_cpu_seconds(process.popen.pid) - before) * 1000 / max(result["requests"], 1)
+    return result
+
+
 def line(name: str, result: dict) -> str:
     return (f"{name:<22} {result['rps']:>8.0f} req/s   p50 {result['p50_us'] / 1000:>6.1f} ms   "
-            f"p99 {result['p99_us'] / 1000:>6.1f} ms   non-2xx/errors {result['failed']}")
+            f"p99 {result['p99_us'] / 1000:>6.1f} ms   CPU {result['cpu_ms']:.3f} ms/request   "
+            f"non-2xx/errors {result['failed']}")
 
 
 def main() -> None:
@@ -110,7 +132,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of each timed run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bodies", type=int, default=60_000, help="unique webhooks per timed run")
+    parser.add_argument("--bounds", action="store_true",
+                        help="also run the webhook storing nothing, and waiting instead of storing")
+    parser.add_argument("--waits", default="1,3", help="the waits of --bounds, in ms")
     args = parser.parse_args()
+    bounds = {"no store": "none"} if args.bounds else {}
+    if args.bounds:
+        bounds.update({f"wait {ms} ms": f"wait:{float(ms) / 1000}" for ms in args.waits.split(",")})
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     started = time.perf_counter()
@@ -125,33 +153,42 @@ def main() -> None:
         env = {**os.environ, "GATEWAY_CONFIG": str(write_config(workdir)), "DATABASE_URL": database_url,
                "REDIS_URL": redis_url, "PUBLIC_URL": PUBLIC_URL}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes a fresh one per run
-        ports = {"bare": free_port(), "gateway": free_port()}
+        ports = {name: free_port() for name in ("bare", "gateway", *bounds)}
         processes = {
             "bare": Process(web_command("bench.bare_app:create_app()"), {**env, "PORT": str(ports["bare"])},
                             workdir / "bare.log"),
             "gateway": Process(web_command(), {**env, "PORT": str(ports["gateway"])}, workdir / "web.log"),
         }
+        for n, (name, store) in enumerate(bounds.items()):
+            processes[name] = Process(web_command("bench.ingest_bounds_app:create_app()"),
+                                      {**env, "PORT": str(ports[name]), "BENCH_STORE": store},
+                                      workdir / f"bound-{n}.log")
         memory = PeakRss()
         # The gateway's own /metrics, scraped every 2 s through the timed runs: it answers
         # under load and its webhook counter moves (summed over the gunicorn processes).
         metrics = MetricsWatch(f"http://127.0.0.1:{ports['gateway']}/metrics", "gateway_webhooks_total")
         try:
-            wait_for(lambda: answers(ports["bare"]) and answers(ports["gateway"]), "both web processes")
+            wait_for(lambda: all(answers(port) for port in ports.values()), "the web processes")
             for name, process in processes.items():
                 memory.watch(name, process.popen.pid)
             memory.start()
             print(f"web command: {web_command()}", flush=True)
-            for name in ("bare", "gateway"):  # warm-up: imports, connection pools, first compiles
-                run_wrk(ports[name], files[0], 2)
-            rounds = []
+            for name in ports:  # warm-up: imports, connection pools, first compiles
+                run_wrk(ports[name], files[0], 2, stores=name == "gateway")
+            rounds, bound_ratios, bound_cpu = [], {name: [] for name in bounds}, {name: [] for name in bounds}
             metrics.start()
             for number, bodies in enumerate(files[1:], start=1):
-                bare = run_wrk(ports["bare"], bodies, args.seconds)
-                gateway = run_wrk(ports["gateway"], bodies, args.seconds)
+                bare = timed_run(processes["bare"], ports["bare"], bodies, args.seconds, stores=False)
+                gateway = timed_run(processes["gateway"], ports["gateway"], bodies, args.seconds)
                 rounds.append((bare, gateway))
                 print(f"round {number}:\n  {line('bare Flask endpoint', bare)}\n"
                       f"  {line('gateway webhook', gateway)}\n"
                       f"  ratio {gateway['rps'] / bare['rps']:.2f}x", flush=True)
+                for name in bounds:  # the same bodies: these store nothing
+                    bound = timed_run(processes[name], ports[name], bodies, args.seconds, stores=False)
+                    bound_ratios[name].append(bound["rps"] / bare["rps"])
+                    bound_cpu[name].append(bound["cpu_ms"])
+                    print(f"  {line(name, bound)}  ratio {bound_ratios[name][-1]:.2f}x", flush=True)
             metrics.stop()
         finally:
             memory.stop()
@@ -162,6 +199,12 @@ def main() -> None:
         print(f"handed to the workers in {tasks} tasks ({stored / max(tasks, 1):.1f} events a task)")
     ratio = statistics.median(g["rps"] / b["rps"] for b, g in rounds)
     print(f"\nmedian ratio gateway/bare: {ratio:.2f}x  (target >= 0.5x)")
+    print("median CPU per request: " + ", ".join(
+        f"{name} {statistics.median(r['cpu_ms'] for r in runs):.3f} ms"
+        for name, runs in (("bare", [b for b, _ in rounds]), ("gateway", [g for _, g in rounds]))))
+    for name, ratios in bound_ratios.items():
+        print(f"  bound, {name}: {statistics.median(ratios):.2f}x, "
+              f"CPU {statistics.median(bound_cpu[name]):.3f} ms/request")
     print(memory.report("gateway") + "  (target < 120 MB per process)")
     print(memory.report("bare"))
     print(f"gateway metrics during the run: {metrics.report()}")
