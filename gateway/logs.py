@@ -55,8 +55,14 @@ def _redacted(value):
 
 
 def _redacted_field(value):
-    if isinstance(value, int | float | bool | list | tuple | dict) or value is None:
-        return value   # ids, counts and lists of ids, written as JSON
+    """An extra field as JSON: numbers and containers keep their shape (ids, counts, lists
+    of ids), and every text in them, keys included, is redacted."""
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_redacted_field(item) for item in value]
+    if isinstance(value, dict):
+        return {_redacted(str(key)): _redacted_field(item) for key, item in value.items()}
     return _redacted(value if isinstance(value, str) else str(value))
 
 

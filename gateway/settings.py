@@ -6,6 +6,7 @@ can print one line an operator can act on.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tomllib
@@ -146,11 +147,17 @@ class Settings(BaseModel):
 
     def secrets(self) -> list[str]:
         """Every secret value here, for the log filter (gateway/logs.py): carrier tokens,
-        event webhook signing secrets, and the passwords in the database and Redis URLs."""
+        event webhook signing secrets, and the passwords in the database and Redis URLs,
+        each also as the base64 an `Authorization: Basic` header carries it in (Twilio's
+        REST API takes the account SID and token that way)."""
         values = [c.auth_token.get_secret_value() for c in self.config.carriers]
+        values += [_basic_credentials(c.account_sid, c.auth_token.get_secret_value()) for c in self.config.carriers]
         values += [w.secret.get_secret_value() for w in self.config.notify.webhooks]
-        passwords = [urlsplit(url).password for url in (self.database_url, self.redis_url or "")]
-        values += [form for password in passwords if password for form in (password, unquote(password))]
+        for url in (self.database_url, self.redis_url or ""):
+            parts = urlsplit(url)
+            if parts.password:
+                user, password = unquote(parts.username or ""), unquote(parts.password)
+                values += [parts.password, password, _basic_credentials(user, password)]
         return [v for v in values if v]
 
     def carrier_named(self, name: str) -> CarrierSettings | None:
@@ -169,6 +176,11 @@ class Settings(BaseModel):
     def _business_numbers_by_e164(self) -> dict[str, BusinessNumberSettings]:
         # Numbers are normalised when the file is loaded, so this is a plain lookup.
         return {b.number: b for b in self.config.business_numbers}
+
+
+def _basic_credentials(user: str, password: str) -> str:
+    """`user:password` as HTTP Basic authentication encodes it."""
+    return base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
 
 
 def load_settings(config_dir: str | os.PathLike | None = None, environ=None) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
@@ -78,7 +79,20 @@ def test_the_secrets_include_event_webhook_secrets_and_url_passwords():
                         database_url="postgresql://app:db-pass-123@db/gateway",
                         redis_url="redis://:redis-pass-123@cache:6379/0")
 
-    assert sorted(set(settings.secrets())) == ["db-pass-123", "redis-pass-123", "tok-123456", "whsec-123456"]
+    basic = [base64.b64encode(pair.encode()).decode() for pair in ("AC1:tok-123456", "app:db-pass-123", ":redis-pass-123")]
+    assert sorted(set(settings.secrets())) == sorted(
+        ["db-pass-123", "redis-pass-123", "tok-123456", "whsec-123456", *basic])
+
+
+def test_a_basic_authorization_header_with_the_carrier_token_is_redacted(runtime):
+    carrier = runtime.settings.config.carriers[0]
+    header = "Basic " + base64.b64encode(
+        f"{carrier.account_sid}:{carrier.auth_token.get_secret_value()}".encode()).decode()
+
+    line = formatted("carrier call failed", headers={"Authorization": header}, attempts=[header, 2])
+
+    assert line["headers"] == {"Authorization": "Basic [redacted]"}
+    assert line["attempts"] == ["Basic [redacted]", 2]
 
 
 def test_a_secret_with_quotes_or_accents_or_inside_a_longer_one_is_hidden_whole():
