@@ -3,6 +3,7 @@ worker's metrics served by dramatiq's Prometheus middleware on 127.0.0.1 only.""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -74,6 +75,26 @@ def test_the_backlog_gauges_count_stored_unprocessed_events_and_the_oldest_age(r
     assert "gateway_notify_backlog_messages" in text
     assert "gateway_event_delivery_backlog" in text
     assert "gateway_outbound_backlog_messages" in text
+
+
+def test_texts_waiting_for_a_worker_that_knows_their_number_are_counted_apart_from_the_backlog(
+        runtime, client, carrier):
+    # A text the web stored as routable, to a number this deploy's config no longer has
+    # (or not yet): it waits for a worker that has it, and must not age the backlog.
+    from gateway.db import transaction
+
+    assert carrier.inbound("+14155550100", "to a number being deployed").status_code == 200
+    with transaction(runtime.sessions) as session:
+        event = session.get(InboundEvent, stored_event_ids(runtime)[0])
+        event.to_number = "+15550009999"
+        event.received_at -= dt.timedelta(minutes=10)
+    assert carrier.inbound("+14155550101", "an ordinary text").status_code == 200
+
+    text = scrape(client)
+
+    assert sample(text, "gateway_inbound_waiting_for_number_events") == 1
+    assert sample(text, "gateway_inbound_backlog_events") == 1
+    assert sample(text, "gateway_inbound_backlog_oldest_seconds") < 60
 
 
 def test_metrics_still_answer_when_the_database_is_unreachable(runtime):
