@@ -54,6 +54,36 @@ def create_token(session: Session, user_name: str) -> str:
     return token
 
 
+def tokens_of(session: Session, user_name: str) -> list[ApiToken]:
+    """The user's tokens, oldest first (their hashes only: the tokens were shown once)."""
+    user = session.scalar(select(User).where(User.name == user_name))
+    if user is None:
+        raise AccountError(f"no user named {user_name!r}")
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
+
+
+def revoke_tokens(session: Session, tokens: list[str]) -> list[ApiToken]:
+    """Delete tokens named by id (as `tokens list` shows it) or by the token itself (one
+    found in a log or a repository); every one must exist, or none is revoked."""
+    found = []
+    for given in tokens:
+        given = given.strip()
+        if given.isdigit():
+            row = session.get(ApiToken, int(given))
+        elif given.startswith(TOKEN_PREFIX):
+            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(given)))
+        else:
+            raise AccountError(f"{given!r} is neither a token id nor a token ({TOKEN_PREFIX}...)")
+        if row is None:
+            shown = given if given.isdigit() else given[: len(TOKEN_PREFIX) + 4] + "..."
+            raise AccountError(f"no token {shown}: already revoked, or never made")
+        found.append(row)
+    for row in found:
+        session.delete(row)
+    session.flush()
+    return found
+
+
 def user_for_token(session: Session, token: str) -> User | None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     if row is None:

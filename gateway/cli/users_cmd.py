@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.accounts import AccountError, add_user, create_token
+from gateway.accounts import AccountError, add_user, create_token, revoke_tokens, tokens_of
 from gateway.cli.common import runtime_or_exit
 from gateway.db import transaction
 
@@ -44,6 +44,38 @@ def create(name: str) -> None:
     except AccountError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(token)
+
+
+@tokens_group.command("list")
+@click.argument("name")
+def list_(name: str) -> None:
+    """List user NAME's tokens: id, created, last used (never the token: only its hash is kept)."""
+    runtime = runtime_or_exit()
+    try:
+        with runtime.sessions() as session:
+            tokens = tokens_of(session, name)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not tokens:
+        click.echo(f"{name} has no tokens")
+    for token in tokens:
+        used = f"last used {token.last_used_at:%Y-%m-%d %H:%M} UTC" if token.last_used_at else "never used"
+        click.echo(f"token {token.id}: created {token.created_at:%Y-%m-%d %H:%M} UTC, {used}")
+
+
+@tokens_group.command("revoke")
+@click.argument("tokens", nargs=-1, required=True)
+def revoke(tokens: tuple[str, ...]) -> None:
+    """Revoke TOKENS, each an id from `tokens list` or the token itself; at once, for
+    every request after this one. If one is unknown, none is revoked."""
+    runtime = runtime_or_exit()
+    try:
+        with transaction(runtime.sessions) as session:
+            revoked = [(row.id, row.user.name) for row in revoke_tokens(session, list(tokens))]
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    for token_id, user_name in revoked:
+        click.echo(f"revoked token {token_id} of {user_name}")
 
 
 def register(main: click.Group) -> None:
