@@ -85,7 +85,11 @@ def revoke_tokens(session: Session, tokens: list[str]) -> list[ApiToken]:
 
 
 def user_for_token(session: Session, token: str) -> User | None:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    return user_for_token_hash(session, hash_token(token))
+
+
+def user_for_token_hash(session: Session, token_hash: str) -> User | None:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
     if row is None:
         return None
     now = utcnow()

@@ -46,12 +46,19 @@ def redact_secrets(values) -> None:
         _secret_pattern = re.compile("|".join(map(re.escape, alternatives)))
 
 
+# The gateway's own credentials, whoever's they are: API tokens (gateway/accounts.py) and
+# stream tickets (gateway/stream_tickets.py, which travel in a URL) keep their prefix only.
+_CREDENTIAL_SHAPES = re.compile(r"\b(gw_|gwst_)[A-Za-z0-9_-]{20,}")
+
+
 def _redacted(value):
     """Redacted before JSON encoding, so an escaped quote, backslash or non-ASCII
     character in a secret cannot hide it from the match."""
-    if _secret_pattern is None or not isinstance(value, str):
+    if not isinstance(value, str):
         return value
-    return _secret_pattern.sub("[redacted]", value)
+    if _secret_pattern is not None:
+        value = _secret_pattern.sub("[redacted]", value)
+    return _CREDENTIAL_SHAPES.sub(r"\1[redacted]", value)
 
 
 def _redacted_field(value):

@@ -14,6 +14,9 @@ Notifications (gateway/notifications.py, gateway/live.py):
     gateway:notify:swept:<message id>      string, 5 min TTL  set (SET NX) when the sweeper
                                            re-enqueues an un-notified message, so two sweepers
                                            or two passes do not both enqueue it
+    gateway:stream-ticket:<sha256>         string, 10 min TTL  a notification stream ticket
+                                           (its SHA-256, never the ticket) -> the hash of the
+                                           API token it was made with (gateway/stream_tickets.py)
 
 Outbound rate limits (gateway/ratelimit.py), one pair per business number, shared by
 every worker process and host:
@@ -43,6 +46,10 @@ def dramatiq_heartbeats(namespace: str = DRAMATIQ_NAMESPACE) -> str:
 
 def notification_channel(user_id: int) -> str:
     return f"gateway:notifications:user:{user_id}"
+
+
+def stream_ticket(ticket_hash: str) -> str:
+    return f"gateway:stream-ticket:{ticket_hash}"
 
 
 def notify_swept(message_id: int) -> str:

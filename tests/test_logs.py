@@ -116,3 +116,11 @@ def test_short_passwords_are_not_matched_so_they_cannot_deface_every_line():
 
     assert (line["msg"], line["number"]) == ("texted +14155550100", "+14155550100")
     assert line["logger"] == "gateway.test"
+
+
+def test_api_tokens_and_stream_tickets_keep_only_their_prefix_in_a_log_line():
+    line = formatted("GET /api/v1/notifications/stream?ticket=gwst_b1f5hUc2nRwmAw-InMIvJqc36JhSd5ylJE0d5XpnO7o",
+                     header="Bearer gw_Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg")
+
+    assert line["msg"] == "GET /api/v1/notifications/stream?ticket=gwst_[redacted]"
+    assert line["header"] == "Bearer gw_[redacted]"

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
+import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from gateway.api.auth import STREAM_PATH
 from gateway.api.errors import ApiError, bad_request, not_found
 from gateway.api.serializers import iso
 from gateway.db import transaction
-from gateway.live import HEARTBEAT_S, NotificationStream
+from gateway.live import HEARTBEAT_S, NotificationStream, shared_client
 from gateway.models import Notification, User
 from gateway.notifications import badges, latest_notification_id, list_notifications, mark_read
 from gateway.pagination import CursorError, parse_limit
+from gateway.stream_tickets import TICKET_TTL_S, issue_ticket
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("notifications", __name__, url_prefix="/api/v1")
 
@@ -67,6 +73,19 @@ def read_all():
     with transaction(_runtime().sessions) as session:
         count = mark_read(session, g.user.id)
     return jsonify(marked_read=count)
+
+
+@bp.post("/notifications/stream-tickets")
+def create_stream_ticket():
+    """A ticket that opens the caller's stream from a browser's EventSource, which cannot
+    send the token (gateway/stream_tickets.py): `.../stream?ticket=<ticket>`."""
+    try:
+        ticket = issue_ticket(shared_client(_runtime().redis_url), g.token_hash)
+    except redis.RedisError:
+        log.warning("stream ticket not issued: Redis unreachable", exc_info=True)
+        raise ApiError(503, "unavailable", "stream tickets are unavailable right now; retry") from None
+    return jsonify(ticket=ticket, expires_in=TICKET_TTL_S,
+                   stream_url=f"{STREAM_PATH}?ticket={ticket}"), 201
 
 
 @bp.get("/notifications/stream")

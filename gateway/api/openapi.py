@@ -339,7 +339,20 @@ PATHS = {
         "get": _op(
             "Server-Sent Events of my new notifications",
             {"description": "text/event-stream", "content": {"text/event-stream": {}}},
-            params=[{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
+            params=[
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                {"name": "ticket", "in": "query", "schema": {"type": "string"},
+                 "description": "A stream ticket, in place of the Authorization header (EventSource)"},
+            ],
+        )
+    },
+    "/notifications/stream-tickets": {
+        "post": _op(
+            "A ticket that opens my stream without the token, for a browser's EventSource (10 minutes)",
+            _json({"type": "object", "properties": {
+                "ticket": {"type": "string"}, "expires_in": {"type": "integer"}, "stream_url": {"type": "string"},
+            }}),
+            status="201",
         )
     },
     "/badges": {"get": _op("Counts for the inbox badges", _json(_ref("Badges")))},

@@ -33,11 +33,11 @@ def server(app):
 class Stream:
     """An SSE client: reads events on a thread into a list the test can wait on."""
 
-    def __init__(self, base_url: str, headers: dict, last_event_id: str | None = None):
+    def __init__(self, base_url: str, headers: dict, last_event_id: str | None = None, params=None):
         if last_event_id is not None:
             headers = {**headers, "Last-Event-ID": last_event_id}
         self.response = requests.get(f"{base_url}/api/v1/notifications/stream", headers=headers,
-                                     stream=True, timeout=(5, 30))
+                                     params=params, stream=True, timeout=(5, 30))
         assert self.response.status_code == 200
         assert self.response.headers["Content-Type"].startswith("text/event-stream")
         self.events: list[dict] = []
