@@ -68,20 +68,26 @@ def revoke_tokens(session: Session, tokens: list[str]) -> list[ApiToken]:
     found = []
     for given in tokens:
         given = given.strip()
-        if given.isdigit():
-            row = session.get(ApiToken, int(given))
+        if given.isascii() and given.isdigit():
+            # An id past the 64-bit keys is no token; it must not reach the database.
+            row = session.get(ApiToken, int(given)) if int(given) < 2**63 else None
         elif given.startswith(TOKEN_PREFIX):
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(given)))
         else:
             raise AccountError(f"{given!r} is neither a token id nor a token ({TOKEN_PREFIX}...)")
         if row is None:
-            shown = given if given.isdigit() else given[: len(TOKEN_PREFIX) + 4] + "..."
+            shown = given if given.isascii() and given.isdigit() else given[: len(TOKEN_PREFIX) + 4] + "..."
             raise AccountError(f"no token {shown}: already revoked, or never made")
         found.append(row)
     for row in found:
         session.delete(row)
     session.flush()
     return found
+
+
+def token_is_live(session: Session, token_hash: str) -> bool:
+    """Whether the token with this hash is still there (not revoked)."""
+    return session.scalar(select(ApiToken.id).where(ApiToken.token_hash == token_hash)) is not None
 
 
 def user_for_token(session: Session, token: str) -> User | None:

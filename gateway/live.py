@@ -65,8 +65,10 @@ class NotificationStream:
         after_id: int,
         to_json: Callable[[Notification], dict],
         heartbeat_s: float = HEARTBEAT_S,
+        still_allowed: Callable[[], bool] = lambda: True,
     ):
         self.sessions, self.user_id, self.to_json = sessions, user_id, to_json
+        self.still_allowed = still_allowed
         self.after_id, self.heartbeat_s = after_id, heartbeat_s
         self.sent: set[int] = set()
         self.client = redis.Redis.from_url(redis_url, socket_connect_timeout=1.0)
@@ -83,6 +85,10 @@ class NotificationStream:
                 if rung is not None:
                     yield from self._send(self._read(rung))
                 if time.monotonic() - last_beat >= self.heartbeat_s:
+                    if not self.still_allowed():
+                        # Its token was revoked: the stream ends, and the client's reconnect gets a 401.
+                        log.info("notification stream closed: its token was revoked", extra={"user_id": self.user_id})
+                        return
                     # Also a safety net: a doorbell lost to a Redis hiccup costs one beat.
                     yield from self._send(self._read(()))
                     yield ": heartbeat\n\n"

@@ -48,7 +48,8 @@ def redact_secrets(values) -> None:
 
 # The gateway's own credentials, whoever's they are: API tokens (gateway/accounts.py) and
 # stream tickets (gateway/stream_tickets.py, which travel in a URL) keep their prefix only.
-_CREDENTIAL_SHAPES = re.compile(r"\b(gw_|gwst_)[A-Za-z0-9_-]{20,}")
+# No word boundary before the prefix: in a percent-encoded URL ("%3Dgwst_...") there is none.
+_CREDENTIAL_SHAPES = re.compile(r"(gw_|gwst_)[A-Za-z0-9_-]{20,}")
 
 
 def _redacted(value):
@@ -61,15 +62,21 @@ def _redacted(value):
     return _CREDENTIAL_SHAPES.sub(r"\1[redacted]", value)
 
 
-def _redacted_field(value):
+# Containers nested deeper than this are written as their text: a log call must never
+# fail, and a container that holds itself would otherwise recurse without end.
+MAX_EXTRA_DEPTH = 8
+
+
+def _redacted_field(value, depth: int = 0):
     """An extra field as JSON: numbers and containers keep their shape (ids, counts, lists
     of ids), and every text in them, keys included, is redacted."""
     if isinstance(value, int | float | bool) or value is None:
         return value
-    if isinstance(value, list | tuple):
-        return [_redacted_field(item) for item in value]
-    if isinstance(value, dict):
-        return {_redacted(str(key)): _redacted_field(item) for key, item in value.items()}
+    if depth < MAX_EXTRA_DEPTH:
+        if isinstance(value, list | tuple):
+            return [_redacted_field(item, depth + 1) for item in value]
+        if isinstance(value, dict):
+            return {_redacted(str(key)): _redacted_field(item, depth + 1) for key, item in value.items()}
     return _redacted(value if isinstance(value, str) else str(value))
 
 

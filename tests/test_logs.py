@@ -124,3 +124,23 @@ def test_api_tokens_and_stream_tickets_keep_only_their_prefix_in_a_log_line():
 
     assert line["msg"] == "GET /api/v1/notifications/stream?ticket=gwst_[redacted]"
     assert line["header"] == "Bearer gw_[redacted]"
+
+
+def test_a_container_that_holds_itself_is_logged_as_text_and_never_fails_the_call(caplog):
+    loop = [1]
+    loop.append(loop)
+    mapping = {"id": 7}
+    mapping["self"] = mapping
+
+    line = formatted("odd extras", loop=loop, mapping=mapping)
+
+    assert line["msg"] == "odd extras"
+    assert "[...]" in json.dumps(line["loop"]) and "{...}" in json.dumps(line["mapping"])
+
+
+def test_a_percent_encoded_ticket_or_token_is_redacted_too():
+    line = formatted("redirect", target="/login?next=%2Fstream%3Fticket%3Dgwst_b1f5hUc2nRwmAw-InMIvJqc36JhSd5y",
+                     header="Bearer%20gw_Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg")
+
+    assert line["target"] == "/login?next=%2Fstream%3Fticket%3Dgwst_[redacted]"
+    assert line["header"] == "Bearer%20gw_[redacted]"

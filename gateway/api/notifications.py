@@ -8,6 +8,7 @@ import re
 import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from gateway.accounts import token_is_live
 from gateway.api.auth import STREAM_PATH
 from gateway.api.errors import ApiError, bad_request, not_found
 from gateway.api.serializers import iso
@@ -97,8 +98,15 @@ def stream():
         raise bad_request("Last-Event-ID must be the id of a notification this stream sent")
     with runtime.sessions() as session:
         after_id = int(last_event_id) if last_event_id else latest_notification_id(session, g.user.id)
+    token_hash = g.token_hash
+
+    def token_still_live() -> bool:
+        with runtime.sessions() as session:
+            return token_is_live(session, token_hash)
+
     live = NotificationStream(runtime.sessions, runtime.redis_url, g.user.id, after_id, notification_json,
-                              heartbeat_s=current_app.config.get("SSE_HEARTBEAT_S", HEARTBEAT_S))
+                              heartbeat_s=current_app.config.get("SSE_HEARTBEAT_S", HEARTBEAT_S),
+                              still_allowed=token_still_live)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
     response = Response(live.events(), mimetype="text/event-stream", headers=headers)
     # A client gone before the first byte never starts the generator: close here too.

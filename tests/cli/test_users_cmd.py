@@ -92,10 +92,16 @@ def test_a_bad_revoke_names_the_token_and_revokes_nothing(runtime, gateway_env):
     not_a_token = run(gateway_env, "tokens", "revoke", "hunter2")
     unknown_value = run(gateway_env, "tokens", "revoke", "gw_" + "x" * 43)
     nobody = run(gateway_env, "tokens", "list", "ghost")
+    superscript = run(gateway_env, "tokens", "revoke", "²")
+    too_large = run(gateway_env, "tokens", "revoke", "99999999999999999999")
 
     assert (unknown.exit_code, unknown.output) == (1, "Error: no token 7: already revoked, or never made\n")
     assert not_a_token.output == "Error: 'hunter2' is neither a token id nor a token (gw_...)\n"
     assert unknown_value.output == "Error: no token gw_xxxx...: already revoked, or never made\n"
     assert (nobody.exit_code, nobody.output) == (1, "Error: no user named 'ghost'\n")
+    assert (superscript.exit_code, superscript.output) == (
+        1, "Error: '²' is neither a token id nor a token (gw_...)\n")
+    assert (too_large.exit_code, too_large.output) == (
+        1, "Error: no token 99999999999999999999: already revoked, or never made\n")
     with runtime.sessions() as session:
         assert list(session.scalars(select(ApiToken.token_hash))) == [hash_token(token)]

@@ -87,3 +87,21 @@ def test_issuing_a_ticket_needs_the_token_and_redis(runtime, client, make_user, 
     assert response.status_code == 503
     assert response.json["error"] == {"code": "unavailable",
                                       "message": "stream tickets are unavailable right now; retry"}
+
+
+def test_an_open_stream_ends_within_a_heartbeat_once_its_token_is_revoked(runtime, server, open_stream, make_user):  # noqa: F811
+    _, sam = make_user("sam", "agent", ["sales"])
+    by_token = open_stream(sam)
+    ticket = requests.post(f"{server}/api/v1/notifications/stream-tickets", headers=sam, timeout=10).json()["ticket"]
+    by_ticket = Stream(server, {}, params={"ticket": ticket})
+
+    with transaction(runtime.sessions) as session:
+        revoke_tokens(session, [sam["Authorization"].removeprefix("Bearer ")])
+
+    # (the server fixture beats every second) both streams end; a reconnect is refused
+    for stream in (by_token, by_ticket):
+        stream.thread.join(timeout=15)
+        assert not stream.thread.is_alive()
+    assert requests.get(f"{server}/api/v1/notifications/stream", params={"ticket": ticket},
+                        timeout=10).status_code == 401
+    by_ticket.close()
