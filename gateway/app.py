@@ -10,6 +10,7 @@ from werkzeug.routing import IntegerConverter
 
 from gateway.runtime import Runtime, get_runtime
 from gateway.settings import Settings
+from gateway.webhooks.direct import http_error_code
 
 # Carrier webhooks are a few KB (ten media URLs at most); API bodies are capped at a
 # 1,600-character text. Anything near this is not a request we serve.
@@ -47,7 +48,7 @@ class RowIdConverter(IntegerConverter):
 
 def _json_http_error(exc: HTTPException):
     """Every HTTP error is the contract's JSON shape, never Werkzeug's HTML page."""
-    code = (exc.name or "error").lower().replace(" ", "_")
+    code = http_error_code(exc)
     if exc.code and exc.code >= 500:
         logging.getLogger(__name__).error("http error", exc_info=exc)
     return jsonify(error={"code": code, "message": exc.description}), exc.code

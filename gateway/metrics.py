@@ -20,6 +20,7 @@ here, at import, exactly as prometheus_client reads it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -54,6 +55,21 @@ WEBHOOK_ACK_SECONDS = Histogram(
     ["carrier", "endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
 )
+
+
+# The webhook's children, looked up once per process and label set: `labels()` validates
+# and locks on every call, ~3 us a webhook on the ingest path (issue 6). The label values
+# come from fixed sets (carriers, endpoints, outcome codes), so the caches stay small.
+@functools.lru_cache(maxsize=512)
+def webhook_outcome(carrier: str, endpoint: str, outcome: str):
+    return WEBHOOKS.labels(carrier, endpoint, outcome)
+
+
+@functools.lru_cache(maxsize=64)
+def webhook_ack_seconds(carrier: str, endpoint: str):
+    return WEBHOOK_ACK_SECONDS.labels(carrier, endpoint)
+
+
 WEBHOOK_STORE_RETRIES = Counter(
     "gateway_webhook_store_retries_total",
     "Commits of an inbound webhook retried inside the request because the database did not answer.",

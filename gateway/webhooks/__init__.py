@@ -9,5 +9,7 @@ from __future__ import annotations
 
 def init_app(app) -> None:
     from gateway.webhooks import twilio
+    from gateway.webhooks.direct import DirectWebhooks
 
     app.register_blueprint(twilio.bp)
+    app.wsgi_app = DirectWebhooks(app, twilio.DIRECT_ROUTES)

@@ -3,8 +3,11 @@
 Every receive request in `../shared/twilio-webhooks/cases.json` (from nyaruka/courier's
 suite) goes to `POST /webhooks/twilio/sms`, re-signed for our PUBLIC_URL with the test
 carrier's token, with `AccountSid` and `To` rewritten to the test config's account and
-business number where the case is meant to reach us. Each row says what our contract
-(DESIGN.md) answers, what is stored, and, once the event is processed, what the API shows.
+business number where the case is meant to reach us. Each goes through both doors
+(gateway/webhooks/direct.py): form-encoded as Twilio sends it, which the direct door
+answers, and as multipart, which Flask's view answers; the answers are the same. Each row
+says what our contract (DESIGN.md) answers, what is stored, and, once the event is
+processed, what the API shows.
 Status callbacks are parsed in `tests/carriers/test_twilio.py`.
 """
 
@@ -153,13 +156,14 @@ def stored_events(runtime) -> list[InboundEvent]:
 
 @pytest.mark.parametrize("row", ROWS, ids=row_id)
 def test_a_real_inbound_request_gets_our_answer_and_shows_what_it_should(
-    runtime, client, admin_headers, cases, row
+    runtime, client, admin_headers, cases, row, door
 ):
     # Given a real Twilio request, as our carrier would send it
     form, headers = request_for(cases[row.case_id], row.ours)
 
-    # When it is posted to the webhook
-    response = client.post(WEBHOOK_PATH, data=form, headers=headers)
+    # When it is posted to the webhook (through either door: the same answer)
+    response = door.post(client, WEBHOOK_PATH, form, headers)
+    door.assert_answered()
 
     # Then a refused request gets its reason and leaves nothing behind
     expected = row.expected

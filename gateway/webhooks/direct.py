@@ -1,0 +1,104 @@
+"""The direct door: carriers' webhooks answered straight from WSGI, in front of Flask.
+
+Why by hand: a webhook is the one request whose cost per core the product promises
+(issue 6). Under gunicorn, Flask's request machinery around the view (request context,
+URL matching, the request and response objects) took a third of the web process's CPU
+per webhook. Answered here, the same webhook used 23% less CPU and ran 1.22x as fast
+(0.43x of a bare Flask endpoint against 0.36x, in the same rounds; BENCHMARKS.md). What is not Flask's to lose is still werkzeug's: the
+input stream is limited by `get_input_stream` and the form parsed by `FormDataParser`,
+with the class and limits Flask's `request.form` uses, so a webhook reads the same here.
+
+Only what carriers send comes this way: a POST to a webhook path, form-encoded, with its
+length declared and within MAX_REQUEST_BYTES. Anything else on those paths (another
+method or encoding, a chunked or oversized body) goes to Flask, whose views call the
+same `accept_*` function, or answer 405 and 413 in the app's JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+from werkzeug.datastructures import EnvironHeaders, ImmutableMultiDict
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import HTTP_STATUS_CODES, parse_options_header
+from werkzeug.wsgi import get_content_length, get_input_stream
+
+log = logging.getLogger(__name__)
+
+FORM_ENCODED = "application/x-www-form-urlencoded"
+
+
+class Answer(NamedTuple):
+    """What a webhook answers, whichever door it came through."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def error_answer(status: int, code: str, message: str) -> Answer:
+    """The contract's JSON error, as every other error of the app."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return Answer(status, body, "application/json")
+
+
+# accept(app, form, headers, path, query) -> Answer
+Accept = Callable[..., Answer]
+
+
+class DirectWebhooks:
+    """WSGI middleware around the Flask app: `routes` maps a webhook path to its `accept`."""
+
+    def __init__(self, app, routes: Mapping[str, Accept]):
+        self.app = app
+        self.routes = dict(routes)
+        self.max_bytes: int = app.config["MAX_CONTENT_LENGTH"]
+        self.flask_wsgi = app.wsgi_app
+
+    def __call__(self, environ, start_response):
+        accept = self.routes.get(environ.get("PATH_INFO", ""))
+        if accept is None or not self._takes(environ):
+            return self.flask_wsgi(environ, start_response)
+        answer = self._answer(accept, environ)
+        start_response(f"{answer.status} {HTTP_STATUS_CODES[answer.status].upper()}",  # as werkzeug writes it
+                       [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))])
+        return [answer.body]
+
+    def _takes(self, environ) -> bool:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return False
+        mimetype, _ = parse_options_header(environ.get("CONTENT_TYPE", ""))
+        length = environ.get("CONTENT_LENGTH", "")
+        return (mimetype == FORM_ENCODED and length.isascii() and length.isdigit()
+                and int(length) <= self.max_bytes)
+
+    def _answer(self, accept: Accept, environ) -> Answer:
+        path = environ["PATH_INFO"]
+        try:
+            form = self._form(environ)
+        except HTTPException as exc:  # the body ended before its declared length
+            log.info("webhook body not read", extra={"path": path, "error": exc.description})
+            return error_answer(exc.code, http_error_code(exc), exc.description)
+        try:
+            return accept(self.app, form, EnvironHeaders(environ), path, environ.get("QUERY_STRING", ""))
+        except Exception:
+            # What Flask would do with an error no handler takes: a logged 500, in JSON.
+            log.exception("webhook failed", extra={"path": path, "message_sid": form.get("MessageSid")})
+            error = InternalServerError()
+            return error_answer(error.code, http_error_code(error), error.description)
+
+    def _form(self, environ) -> ImmutableMultiDict:
+        """The posted fields, read as Flask's `request.form` reads them."""
+        stream = get_input_stream(environ, max_content_length=self.max_bytes)
+        parser = FormDataParser(max_content_length=self.max_bytes, cls=ImmutableMultiDict)
+        _, form, _ = parser.parse(stream, FORM_ENCODED, get_content_length(environ), {})
+        return form
+
+
+def http_error_code(exc: HTTPException) -> str:
+    """`request_entity_too_large` for werkzeug's RequestEntityTooLarge, and so on."""
+    return (exc.name or "error").lower().replace(" ", "_")
