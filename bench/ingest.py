@@ -21,7 +21,9 @@ answered 200 is stored, each MessageSid once.
 With --bounds, each round also runs bench/ingest_bounds_app.py under the same command:
 the gateway's webhook storing nothing, and waiting instead of storing (1 and 3 ms by
 default, --waits). They show how much of the gap to the bare endpoint is the view's work
-and how much is the wait for the commit.
+and how much is the wait for the commit. It also runs a bare WSGI endpoint (the same
+TwiML without Flask), so the reader sees what a webhook answered outside Flask's
+request machinery, as the gateway's direct door answers it, could gain at most.
 """
 
 from __future__ import annotations
@@ -136,9 +138,12 @@ def main() -> None:
                         help="also run the webhook storing nothing, and waiting instead of storing")
     parser.add_argument("--waits", default="1,3", help="the waits of --bounds, in ms")
     args = parser.parse_args()
-    bounds = {"no store": "none"} if args.bounds else {}
+    bounds = {}  # name: (app, BENCH_STORE)
     if args.bounds:
-        bounds.update({f"wait {ms} ms": f"wait:{float(ms) / 1000}" for ms in args.waits.split(",")})
+        bounds["bare WSGI endpoint"] = ("bench.bare_app:create_wsgi_app()", "")
+        bounds["no store"] = ("bench.ingest_bounds_app:create_app()", "none")
+        bounds.update({f"wait {ms} ms": ("bench.ingest_bounds_app:create_app()", f"wait:{float(ms) / 1000}")
+                       for ms in args.waits.split(",")})
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     started = time.perf_counter()
@@ -159,9 +164,8 @@ def main() -> None:
                             workdir / "bare.log"),
             "gateway": Process(web_command(), {**env, "PORT": str(ports["gateway"])}, workdir / "web.log"),
         }
-        for n, (name, store) in enumerate(bounds.items()):
-            processes[name] = Process(web_command("bench.ingest_bounds_app:create_app()"),
-                                      {**env, "PORT": str(ports[name]), "BENCH_STORE": store},
+        for n, (name, (app_spec, store)) in enumerate(bounds.items()):
+            processes[name] = Process(web_command(app_spec), {**env, "PORT": str(ports[name]), "BENCH_STORE": store},
                                       workdir / f"bound-{n}.log")
         memory = PeakRss()
         # The gateway's own /metrics, scraped every 2 s through the timed runs: it answers
