@@ -41,9 +41,11 @@ class Answer(NamedTuple):
 
 
 def error_answer(status: int, code: str, message: str) -> Answer:
-    """The contract's JSON error, as every other error of the app."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return Answer(status, body, "application/json")
+    """The contract's JSON error, byte for byte as Flask's `jsonify` writes the app's others
+    (its default provider: keys sorted, compact, ASCII, a closing newline)."""
+    document = json.dumps({"error": {"code": code, "message": message}},
+                          separators=(",", ":"), sort_keys=True)
+    return Answer(status, (document + "\n").encode(), "application/json")
 
 
 # accept(app, form, headers, path, query) -> Answer
@@ -56,7 +58,6 @@ class DirectWebhooks:
     def __init__(self, app, routes: Mapping[str, Accept]):
         self.app = app
         self.routes = dict(routes)
-        self.max_bytes: int = app.config["MAX_CONTENT_LENGTH"]
         self.flask_wsgi = app.wsgi_app
 
     def __call__(self, environ, start_response):
@@ -69,12 +70,14 @@ class DirectWebhooks:
         return [answer.body]
 
     def _takes(self, environ) -> bool:
-        if environ.get("REQUEST_METHOD") != "POST":
+        # (a chunked body's Content-Length, if a server passes one on, is not its length:
+        # werkzeug ignores it, and so must we)
+        if environ.get("REQUEST_METHOD") != "POST" or "HTTP_TRANSFER_ENCODING" in environ:
             return False
         mimetype, _ = parse_options_header(environ.get("CONTENT_TYPE", ""))
         length = environ.get("CONTENT_LENGTH", "")
         return (mimetype == FORM_ENCODED and length.isascii() and length.isdigit()
-                and int(length) <= self.max_bytes)
+                and int(length) <= self.app.config["MAX_CONTENT_LENGTH"])
 
     def _answer(self, accept: Accept, environ) -> Answer:
         path = environ["PATH_INFO"]
@@ -86,30 +89,49 @@ class DirectWebhooks:
         try:
             return accept(self.app, form, EnvironHeaders(environ), path, environ.get("QUERY_STRING", ""))
         except Exception:
-            # What Flask would do with an error no handler takes: a logged 500, in JSON.
-            log.exception("webhook failed", extra={"path": path, "message_sid": form.get("MessageSid")})
+            # What Flask does with an error no handler takes: raised as it is when the app
+            # propagates exceptions (testing, debug), else logged on the app's logger as
+            # Flask logs it and answered 500 in the contract's JSON.
+            if self._propagates():
+                raise
+            self.app.logger.error(f"Exception on {path} [POST]", exc_info=True,
+                                  extra={"message_sid": form.get("MessageSid")})
             error = InternalServerError()
             return error_answer(error.code, http_error_code(error), error.description)
 
+    def _propagates(self) -> bool:
+        configured = self.app.config["PROPAGATE_EXCEPTIONS"]
+        return configured if configured is not None else (self.app.testing or self.app.debug)
+
     def _form(self, environ) -> ImmutableMultiDict:
         """The posted fields, parsed as Flask's `request.form` parses them."""
-        body = _read_body(environ["wsgi.input"], int(environ["CONTENT_LENGTH"]))
-        parser = FormDataParser(max_content_length=self.max_bytes, cls=ImmutableMultiDict)
+        body = _read_body(environ["wsgi.input"], int(environ["CONTENT_LENGTH"]),
+                          terminated="wsgi.input_terminated" in environ)
+        limit = self.app.config["MAX_CONTENT_LENGTH"]
+        parser = FormDataParser(max_content_length=limit, cls=ImmutableMultiDict)
         _, form, _ = parser.parse(io.BytesIO(body), FORM_ENCODED, len(body), {})
         return form
 
 
-def _read_body(stream, length: int) -> bytes:
-    """Exactly `length` bytes (the declared Content-Length, within the limit: `_takes`).
+def _read_body(stream, length: int, terminated: bool) -> bytes:
+    """The declared Content-Length's bytes (within the limit: `_takes`), read as werkzeug
+    reads them for Flask.
 
     By hand rather than through werkzeug's LimitedStream, whose reads in Python cost ~3%
     of a webhook's CPU: reading no more than CONTENT_LENGTH is what PEP 3333 asks of an
-    app, and is safe on any server. A body that ends early is werkzeug's 400.
+    app, and is safe on any server. A body that ends early is what the server says it is,
+    as in werkzeug: where the server terminates the input (`wsgi.input_terminated`, as
+    gunicorn does), what came is the body; elsewhere the client went away, a 400.
     """
     chunks, missing = [], length
     while missing:
-        chunk = stream.read(missing)
+        try:
+            chunk = stream.read(missing)
+        except (OSError, ValueError) as exc:  # a reset connection, as LimitedStream takes it
+            raise ClientDisconnected() from exc
         if not chunk:
+            if terminated:
+                break
             raise ClientDisconnected()
         chunks.append(chunk)
         missing -= len(chunk)

@@ -9,7 +9,7 @@ import logging
 import urllib.parse
 
 import pytest
-from flask import Request
+from flask import Request, jsonify
 from sqlalchemy import select
 from werkzeug.test import EnvironBuilder
 
@@ -83,42 +83,125 @@ def test_a_webhook_url_with_a_query_is_verified_over_the_query_too(runtime, clie
     assert stored_sids(runtime) == ["SM" + "d" * 32]
 
 
-def test_a_body_shorter_than_its_declared_length_gets_400_and_stores_nothing(runtime, app):
-    form = inbound_form("+14155550100", sid="SM" + "e" * 32)
-    body = urllib.parse.urlencode(form).encode()
-    environ = form_environ(body)
-    environ.update({"wsgi.input": io.BytesIO(body[:40]), "CONTENT_LENGTH": str(len(body)),
-                    "HTTP_X_TWILIO_SIGNATURE": twilio.sign(PUBLIC_URL + SMS, form, AUTH_TOKEN)})
-    answered = {}
+def both_doors(app, make_environ) -> dict[str, tuple[str, dict, bytes]]:
+    """The same request (a fresh environ from `make_environ()` each time) through the direct
+    door and straight to Flask: {door: (status line, headers, body)}."""
+    answers = {}
+    for door, wsgi in (("direct", app.wsgi_app), ("flask", app.wsgi_app.flask_wsgi)):
+        answered = {}
 
-    def start_response(status, headers):
-        answered.update(status=status, headers=dict(headers))
+        def start_response(status, headers, exc_info=None, answered=answered):
+            answered.update(status=status, headers=dict(headers))
 
-    chunks = app.wsgi_app(environ, start_response)
+        body = b"".join(wsgi(make_environ(), start_response))
+        answers[door] = (answered["status"], answered["headers"]["Content-Type"], body)
+    return answers
 
-    assert answered["status"] == "400 BAD REQUEST"
-    assert answered["headers"]["Content-Type"] == "application/json"
-    assert b"".join(chunks).startswith(b'{"error": {"code": "bad_request", ')
+
+def signed_body(sid: str) -> tuple[bytes, str]:
+    form = inbound_form("+14155550100", sid=sid)
+    return urllib.parse.urlencode(form).encode(), twilio.sign(PUBLIC_URL + SMS, form, AUTH_TOKEN)
+
+
+class ResetStream(io.BytesIO):
+    def read(self, size=-1):
+        raise ConnectionResetError("connection reset by peer")
+
+    readinto = read1 = read
+
+
+@pytest.mark.parametrize("case, expected_status", [
+    # gunicorn terminates the input: what came is the body, and its signature fails
+    ("ended early, input terminated", "403 FORBIDDEN"),
+    # a server that leaves the length to the app: the client went away
+    ("ended early, input not terminated", "400 BAD REQUEST"),
+    ("connection reset while reading", "400 BAD REQUEST"),
+])
+def test_a_body_that_does_not_arrive_whole_gets_flasks_answer_and_stores_nothing(
+        runtime, app, case, expected_status):
+    body, signature = signed_body("SM" + "e" * 32)
+
+    def make_environ():
+        environ = form_environ(body, HTTP_X_TWILIO_SIGNATURE=signature)
+        if case == "connection reset while reading":
+            environ["wsgi.input"] = ResetStream(body)
+        else:
+            environ["wsgi.input"] = io.BytesIO(body[:40])
+        if case == "ended early, input terminated":
+            environ["wsgi.input_terminated"] = True
+        return environ
+
+    answers = both_doors(app, make_environ)
+
+    assert answers["direct"] == answers["flask"]
+    assert answers["direct"][:2] == (expected_status, "application/json")
     assert stored_sids(runtime) == []
 
 
-def test_an_unexpected_error_is_a_logged_500_in_json_and_stores_nothing(runtime, client, monkeypatch, caplog):
-    def broken(form):
-        raise RuntimeError("parser bug")
+def test_a_chunked_body_with_a_content_length_is_left_to_flask(runtime, app):
+    # (a server may pass both on; the body's length is the chunks', not the header's)
+    body, signature = signed_body("SM" + "8" * 32)
+    door = Door("flask", app)
 
-    monkeypatch.setattr(twilio, "parse_inbound", broken)
+    def make_environ():
+        environ = form_environ(body + b"&Extra=1", HTTP_X_TWILIO_SIGNATURE=signature,
+                               HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH=str(len(body)))
+        environ["wsgi.input_terminated"] = True
+        return environ
+
+    answers = both_doors(app, make_environ)
+
+    assert answers["direct"] == answers["flask"]
+    assert answers["direct"][0] == "403 FORBIDDEN"  # signed without the extra field
+    door.assert_answered()
+    assert stored_sids(runtime) == []
+
+
+def test_an_error_body_is_byte_for_byte_what_flask_writes(runtime, app, door, client):
+    form = inbound_form("+14155550100", sid="SM" + "7" * 32)
+
+    response = door.post(client, SMS, form, {twilio.SIGNATURE_HEADER: "bm90IGEgc2lnbmF0dXJl"})
+
+    with app.app_context():
+        written_by_flask = jsonify(error={"code": "invalid_signature",
+                                          "message": "invalid request signature"}).get_data()
+    assert (response.status_code, response.mimetype) == (403, "application/json")
+    assert response.data == written_by_flask
+    door.assert_answered()
+
+
+def test_an_unexpected_error_raises_through_either_door_while_testing(runtime, client, door, monkeypatch):
+    monkeypatch.setattr(twilio, "parse_inbound", broken_parser)
     form = inbound_form("+14155550100", sid="SM" + "f" * 32)
     headers = {twilio.SIGNATURE_HEADER: twilio.sign(PUBLIC_URL + SMS, form, AUTH_TOKEN)}
 
-    with caplog.at_level(logging.ERROR, logger="gateway.webhooks.direct"):
-        response = client.post(SMS, data=form, headers=headers)
+    with pytest.raises(RuntimeError, match="parser bug"):  # as Flask lets it, for the test to see
+        door.post(client, SMS, form, headers)
+    assert stored_sids(runtime) == []
 
+
+def test_an_unexpected_error_is_a_logged_500_in_json_through_either_door(
+        runtime, app, client, door, monkeypatch, caplog):
+    # Given an app serving for real (not testing), and a bug in the parser
+    app.config["TESTING"] = False
+    monkeypatch.setattr(twilio, "parse_inbound", broken_parser)
+    form = inbound_form("+14155550100", sid="SM" + "f" * 32)
+    headers = {twilio.SIGNATURE_HEADER: twilio.sign(PUBLIC_URL + SMS, form, AUTH_TOKEN)}
+
+    with caplog.at_level(logging.ERROR, logger=app.logger.name):
+        response = door.post(client, SMS, form, headers)
+
+    # Then the carrier gets a 500 in JSON, the error is logged as Flask logs it, nothing is stored
     assert response.status_code == 500
     assert response.json["error"]["code"] == "internal_server_error"
-    [record] = [r for r in caplog.records if r.name == "gateway.webhooks.direct"]
-    assert (record.getMessage(), record.path, record.message_sid) == ("webhook failed", SMS, "SM" + "f" * 32)
+    door.assert_answered()
+    [record] = [r for r in caplog.records if r.getMessage() == f"Exception on {SMS} [POST]"]
     assert record.exc_info[0] is RuntimeError
     assert stored_sids(runtime) == []
+
+
+def broken_parser(form):
+    raise RuntimeError("parser bug")
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
