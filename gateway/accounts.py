@@ -90,10 +90,6 @@ def token_is_live(session: Session, token_hash: str) -> bool:
     return session.scalar(select(ApiToken.id).where(ApiToken.token_hash == token_hash)) is not None
 
 
-def user_for_token(session: Session, token: str) -> User | None:
-    return user_for_token_hash(session, hash_token(token))
-
-
 def user_for_token_hash(session: Session, token_hash: str) -> User | None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
     if row is None:
