@@ -7,8 +7,9 @@ that moment, writes them with one multi-row `INSERT ... ON CONFLICT DO NOTHING
 RETURNING` that commits as it returns, and only then releases each request with its own
 outcome. Batches form by themselves: while one commit is in flight the next requests
 queue up behind it, and under load the committer lingers 2 ms so that more join; a lone
-request after a quiet spell is committed at once. New events go to the workers in one
-task per batch, or under load per several batches (`_hand_over`).
+request after a quiet spell is committed at once. A lone request's event goes to the
+workers at once, in a task of its own; otherwise several batches' events share a task,
+sent after their requests are answered (`_due_events`).
 
 The rules still hold request by request:
 - committed before answered: a request returns only after the COMMIT that holds its row
@@ -108,8 +109,9 @@ class EventCommitter:
         self._engine: Engine | None = None
         self._raw = None  # the pooled DBAPI connection the committer holds (PostgreSQL)
         self._under_load = False  # see _run
-        self._unsent: list[int] = []  # committed events not yet enqueued (see _hand_over)
+        self._unsent: list[int] = []  # committed events not yet enqueued (see _due_events)
         self._unsent_since = 0.0
+        self._last_batch_at = -HAND_OVER_WAIT_S  # see _due_events
         _COMMITTERS.add(self)
 
     def store(self, values: dict) -> StoredEvent:
@@ -156,18 +158,28 @@ class EventCommitter:
                 # took its linger away and enqueued a task for it alone, which kept the next
                 # batches small too: 8 events a task in the ingest benchmark instead of ~30.)
                 self._under_load = len(batch) > 1 or bool(self._waiting)
+                now = time.monotonic()
+                lone = not self._under_load and now - self._last_batch_at >= HAND_OVER_WAIT_S
+                self._last_batch_at = now
+            new_events = []
             try:
-                self._commit(batch)
+                new_events = self._commit(batch)
             except BaseException as exc:  # noqa: BLE001 - handed to the requests, which raise it
                 log.exception("webhook batch not stored", extra={"rows": len(batch)})
                 for waiting in batch:
                     waiting.error = exc
-                self._hand_over([])  # what earlier batches left waiting goes now
             finally:
+                due = self._due_events(new_events, lone)
+                if lone and due:  # its event is on the queue before it is answered
+                    self._send(due)
+                    due = []
                 for waiting in batch:
                     waiting.done.set()
+            if due:  # the requests are answered first: the broker's round trip is not theirs to wait
+                self._send(due)
 
-    def _commit(self, batch: list[_Waiting]) -> None:
+    def _commit(self, batch: list[_Waiting]) -> list[int]:
+        """Store the batch; returns the ids of its new events for the workers."""
         first: dict[tuple[str, str], _Waiting] = {}
         for waiting in batch:
             first.setdefault(waiting.key, waiting)
@@ -185,30 +197,30 @@ class EventCommitter:
         for waiting in batch:  # a copy shares its first's fate: never "duplicate" of nothing stored
             if waiting is not first[waiting.key]:
                 waiting.error = first[waiting.key].error
-        self._hand_over([w.event_id for w in rows
-                         if w.event_id is not None and w.values["status"] == EventStatus.received])
+        return [w.event_id for w in rows if w.event_id is not None and w.values["status"] == EventStatus.received]
 
-    def _hand_over(self, new_events: list[int]) -> None:
-        """Enqueue new events for the workers, several commits' worth to one task under load.
+    def _due_events(self, new_events: list[int], lone: bool) -> list[int]:
+        """The events to hand to the workers now: several commits' worth to one task under load.
 
         The workers thread a task's events in one transaction, and 100 events a task go
-        ~3x faster than 8 (BENCHMARKS.md). So under load (see `_run`) events wait here for
-        up to `HAND_OVER_WAIT_S` or `HAND_OVER_BATCH` events, and when the burst ends the
-        committer sends what is left; a lone webhook's event goes at once,
-        before its request is answered. They are committed already: a process killed with
-        events still here leaves them to the sweeper (`stale_after`), as a kill between a
-        commit and its enqueue always did.
+        ~3x faster than 8 (BENCHMARKS.md). So events wait here for up to `HAND_OVER_WAIT_S`
+        or `HAND_OVER_BATCH` events, and when the burst ends the committer sends what is
+        left. Only a lone webhook's event (no company, no batch in the last
+        `HAND_OVER_WAIT_S`) goes at once: a steady trickle of single requests is load too
+        (in a profile of the ingest benchmark, a web process that sent a task per request
+        spent ~10% of its GIL time enqueueing). They are
+        committed already: a process killed with events still here leaves them to the
+        sweeper (`stale_after`), as a kill between a commit and its enqueue always did.
         """
         if new_events and not self._unsent:
             self._unsent_since = time.monotonic()
         self._unsent += new_events
-        lone = not self._under_load and not self._waiting
-        due = (len(self._unsent) >= HAND_OVER_BATCH or lone
+        due = (len(self._unsent) >= HAND_OVER_BATCH or (lone and not self._waiting)
                or time.monotonic() - self._unsent_since >= HAND_OVER_WAIT_S)
         if not self._unsent or not due:
-            return
+            return []
         event_ids, self._unsent = self._unsent, []
-        self._send(event_ids)
+        return event_ids
 
     def _send(self, event_ids: list[int]) -> None:
         try:

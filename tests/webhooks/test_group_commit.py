@@ -228,3 +228,23 @@ def test_a_lone_webhooks_event_is_handed_to_the_workers_before_it_is_answered(ru
 
     # Then, by the time it is answered, its event is on the queue in a task of its own
     assert queued_event_batches(runtime) == [[stored.id]]
+
+
+def test_a_trickle_of_single_webhooks_shares_tasks_after_the_first(runtime, monkeypatch):
+    from gateway import group_commit
+
+    wait_until(lambda: not any(t.name == "event-committer" for t in threading.enumerate()),
+               timeout=15, message="earlier tests' committer threads to end")
+    redis.Redis.from_url(runtime.redis_url).flushdb()
+    # (a wide window, so that the test does not depend on how fast one commit is)
+    monkeypatch.setattr(group_commit, "HAND_OVER_WAIT_S", 1.0)
+    committer = EventCommitter(runtime)
+
+    # When four webhooks come one after another, none with company
+    first = committer.store(values("SM" + "5" * 32))
+    assert queued_event_batches(runtime) == [[first.id]]  # a lone one: on the queue when answered
+    rest = [committer.store(values(f"SM{n:032x}", f"+1415555{n:04d}")).id for n in range(3)]
+
+    # Then the three that followed within the window reach the workers together, once
+    wait_until(lambda: len(queued_event_batches(runtime)) == 2, message="the trickle's task")
+    assert sorted(queued_event_batches(runtime)) == sorted([[first.id], rest])
