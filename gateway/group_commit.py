@@ -30,8 +30,6 @@ The rules still hold request by request:
 from __future__ import annotations
 
 import atexit
-import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -39,6 +37,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
+import orjson
 import psycopg
 from sqlalchemy import text, update
 from sqlalchemy.dialects import sqlite
@@ -261,7 +260,11 @@ class EventCommitter:
         # rows are committed, in one round trip. It goes straight to the driver's connection,
         # which the committer keeps: SQLAlchemy's execution layer and pool checkout cost
         # ~160 us of CPU a batch (issue 6); errors still reach the callers as SQLAlchemy's.
-        document = json.dumps(rows, default=_json_value)
+        # orjson, not json: the stdlib's encoder took ~130 us of the committer's ~360 us of
+        # CPU (GIL held) for a batch of 8 webhooks; orjson writes the same document in ~17 us.
+        # It refuses a few values json writes (an int over 64 bits, a lone surrogate): such a
+        # batch goes row by row through SQLAlchemy, like any refused batch, and is stored.
+        document = orjson.dumps(rows).decode()
         connection = None
         try:
             # (the pool hands out the driver's own connection errors, unwrapped: caught here too)
@@ -332,12 +335,6 @@ class EventCommitter:
             return
         with transaction(self.runtime.sessions) as session:
             session.execute(update(InboundEvent).where(InboundEvent.id.in_(event_ids)).values(enqueued_at=None))
-
-
-def _json_value(value):
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot store {type(value).__name__} in an inbound event row")
 
 
 # A web process that exits (a deploy's graceful restart) hands over what its committer

@@ -123,6 +123,20 @@ def test_a_row_the_database_refuses_fails_only_its_own_request(runtime):
     assert stored_sids(runtime) == [f"SM{n:032x}" for n in range(3)] + ["SM" + "f" * 32]
 
 
+def test_a_row_the_batch_encoder_refuses_is_still_stored(runtime, caplog):
+    # Given a webhook whose segment count is over 64 bits (the batch's JSON encoder refuses it)
+    message = InboundMessage("twilio", ACCOUNT_SID, "SM" + "9" * 32, "+14155550100", SERVICE_NUMBER, "hi",
+                             segments=10**30)
+    row = event_values("twilio-test", message, normalize_number("+14155550100", "US"),
+                       normalize_number(SERVICE_NUMBER, "US"), True)
+
+    # When it is stored, then it is committed with its payload as it came
+    stored = EventCommitter(runtime).store(row)
+    assert stored.is_new
+    with runtime.sessions() as session:
+        assert session.get(InboundEvent, stored.id).payload["segments"] == 10**30
+
+
 @pytest.mark.parametrize("batch", [1, 2, 5])
 def test_rows_of_any_batch_size_come_back_with_their_own_ids(runtime, batch):
     committer = EventCommitter(runtime, max_batch=batch)
