@@ -12,6 +12,9 @@ import os
 import shutil
 import tempfile
 
+# gthread, with a burst of new connections spread over the workers (gateway/web_worker.py).
+worker_class = "gateway.web_worker.BalancedThreadWorker"
+
 _configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 metrics_dir = _configured or tempfile.mkdtemp(prefix="gateway-web-metrics-")
 os.makedirs(metrics_dir, exist_ok=True)
