@@ -196,7 +196,8 @@ class EventCommitter:
         for waiting in batch:  # a copy shares its first's fate: never "duplicate" of nothing stored
             if waiting is not first[waiting.key]:
                 waiting.error = first[waiting.key].error
-        return [w.event_id for w in rows if w.event_id is not None and w.values["status"] == EventStatus.received]
+        return [w.event_id for w in rows
+                if w.event_id is not None and w.values["status"] == EventStatus.received]
 
     def _due_events(self, new_events: list[int], lone: bool) -> list[int]:
         """The events to hand to the workers now: several commits' worth to one task under load.
