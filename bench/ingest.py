@@ -34,6 +34,7 @@ import os
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -113,18 +114,43 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(sum(process.cpu_times()[:2]) for process in [tree, *tree.children(recursive=True)])
 
 
+def connections_per_process(pid: int, port: int) -> list[int]:
+    """How many of the client's connections each gunicorn worker holds, fewest first.
+
+    wrk opens its 16 keep-alive connections at once, and which worker accepts each is a
+    race: a round may give the two workers 8 and 8, or 2 and 14. A worker's requests share
+    its one GIL, so the split moves a round's figure (BENCHMARKS.md); each line shows it.
+    """
+    counts = []
+    for worker in psutil.Process(pid).children():
+        try:
+            connections = worker.net_connections("tcp")
+        except psutil.Error:
+            continue
+        counts.append(sum(1 for c in connections
+                          if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port))
+    return sorted(counts)
+
+
 def timed_run(process: Process, port: int, bodies: Path, seconds: float, stores: bool = True) -> dict:
-    """`run_wrk`, plus the web process's CPU per request (its gunicorn processes, summed)."""
+    """`run_wrk`, plus the web process's CPU per request (its gunicorn processes, summed) and
+    the connections each of its workers held halfway through."""
+    split: list[int] = []
+    sampler = threading.Timer(seconds / 2,
+                              lambda: split.extend(connections_per_process(process.popen.pid, port)))
     before = tree_cpu_seconds(process.popen.pid)
+    sampler.start()
     result = run_wrk(port, bodies, seconds, stores)
     result["cpu_ms"] = (tree_cpu_seconds(process.popen.pid) - before) * 1000 / max(result["requests"], 1)
+    sampler.join()
+    result["split"] = split
     return result
 
 
 def line(name: str, result: dict) -> str:
     return (f"{name:<22} {result['rps']:>8.0f} req/s   p50 {result['p50_us'] / 1000:>6.1f} ms   "
             f"p99 {result['p99_us'] / 1000:>6.1f} ms   CPU {result['cpu_ms']:.3f} ms/request   "
-            f"non-2xx/errors {result['failed']}")
+            f"connections {'+'.join(map(str, result['split'])) or '?'}   non-2xx/errors {result['failed']}")
 
 
 def main() -> None:
