@@ -208,9 +208,9 @@ class EventCommitter:
         left. Only a lone webhook's event (no company, no batch in the last
         `HAND_OVER_WAIT_S`) goes at once: a steady trickle of single requests is load too
         (in a profile of the ingest benchmark, a web process that sent a task per request
-        spent ~10% of its GIL time enqueueing). They are
-        committed already: a process killed with events still here leaves them to the
-        sweeper (`stale_after`), as a kill between a commit and its enqueue always did.
+        spent ~10% of its GIL time enqueueing). They are committed already: a process
+        killed with events still here leaves them to the sweeper (`stale_after`), as a
+        kill between a commit and its enqueue always did.
         """
         if new_events and not self._unsent:
             self._unsent_since = time.monotonic()
