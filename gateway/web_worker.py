@@ -51,13 +51,9 @@ class YieldWindow:
 
 
 class BalancedThreadWorker(ThreadWorker):
-    _window: YieldWindow | None = None
-
-    @property
-    def yield_window(self) -> YieldWindow:
-        if self._window is None:
-            self._window = YieldWindow(self.cfg.threads)
-        return self._window
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.yield_window = YieldWindow(self.cfg.threads)
 
     def accept(self, listener):
         before = self.nr_conns
